@@ -1,0 +1,8 @@
+"""Cameras (projective X-ray geometry, C-arm angles), rays and point projection.
+
+World frame: the CT patient frame, RAS+, mm.  See :mod:`engine.geometry.camera`.
+"""
+from .camera import Camera, from_source_detector
+from .carm import carm, carm_rotation
+
+__all__ = ["Camera", "carm", "carm_rotation", "from_source_detector"]

@@ -1,0 +1,331 @@
+"""Projective X-ray camera: a point source and a flat detector.
+
+Frames (see DESIGN.md):
+
+* **world**: the CT's patient frame, RAS+ (x to the patient's right, y anterior,
+  z superior), mm.
+* **camera**: origin at the X-ray source; +z along the principal ray, from the
+  source towards the detector; +y along increasing detector rows (down the
+  displayed image); +x = y cross z (so the frame is right-handed).  The detector
+  plane is ``z = sdd``.
+* **pixel**: ``(col, row)`` = ``(u, v)``, continuous; the centre of pixel
+  ``[row, col]`` of an image array is at ``u = col, v = row`` (integer centres,
+  as in OpenCV).  Row 0 is the top of the displayed image.
+
+A world point projects as ``x ~ K [R | t] X`` with ``[R | t]`` the rigid
+``camera_from_world`` and
+
+``K = [[s * f, 0, cu], [0, f, cv], [0, 0, 1]]``, ``f = sdd / pixel_size``,
+
+where ``s = -1`` when the detector is *mirrored* (its columns run along -x of
+the camera frame) and ``+1`` otherwise.  Radiological display (the image seen
+from the detector side, as if facing the patient, which is what the C-arm
+constructor produces) is mirrored: a projective camera at the source with a
+proper rotation would otherwise show the patient's right on the image's right.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+_JSON_VERSION = 1
+
+
+def _as_rigid(m) -> np.ndarray:
+    m = np.array(m, dtype=np.float64)
+    if m.shape != (4, 4):
+        raise ValueError(f"camera_from_world must be a 4x4 matrix, got shape {m.shape}")
+    if not np.all(np.isfinite(m)):
+        raise ValueError("camera_from_world contains NaN or inf")
+    r = m[:3, :3]
+    if not np.allclose(r @ r.T, np.eye(3), atol=1e-6) or np.linalg.det(r) < 0:
+        raise ValueError("camera_from_world[:3, :3] must be a proper rotation (orthonormal, det +1)")
+    if not np.allclose(m[3], [0, 0, 0, 1]):
+        raise ValueError("camera_from_world's last row must be [0, 0, 0, 1]")
+    return m
+
+
+@dataclass(frozen=True, kw_only=True)
+class Camera:
+    """Point source + flat detector.  World = CT patient frame (RAS+, mm).
+
+    Parameters
+    ----------
+    rows, cols : int
+        Detector shape in pixels; row 0 is the top of the displayed image.
+    pixel_size : float
+        Side of a (square) detector pixel, mm.
+    sdd : float
+        Source-to-detector distance along the principal ray, mm.
+    camera_from_world : (4, 4) array
+        Rigid transform from world (mm) to the camera frame (mm), see module doc.
+    principal_point : (2,) float, optional
+        ``(u, v)`` pixel coordinates of the foot of the perpendicular from the
+        source to the detector; default the detector centre
+        ``((cols - 1) / 2, (rows - 1) / 2)``.
+    mirrored : bool
+        True when the detector's columns run along -x of the camera frame
+        (radiological display, see module doc).
+    """
+
+    rows: int
+    cols: int
+    pixel_size: float
+    sdd: float
+    camera_from_world: np.ndarray = field(repr=False)
+    principal_point: tuple[float, float] | None = None
+    mirrored: bool = False
+
+    def __post_init__(self):
+        for name in ("rows", "cols"):
+            v = getattr(self, name)
+            if int(v) != v or v <= 0:
+                raise ValueError(f"detector {name} must be a positive integer, got {v!r}")
+            object.__setattr__(self, name, int(v))
+        for name in ("pixel_size", "sdd"):
+            v = float(getattr(self, name))
+            if not np.isfinite(v) or v <= 0:
+                raise ValueError(f"{name} must be a positive length in mm, got {v!r}")
+            object.__setattr__(self, name, v)
+        pp = self.principal_point
+        if pp is None:
+            pp = ((self.cols - 1) / 2.0, (self.rows - 1) / 2.0)
+        pp = tuple(float(x) for x in pp)
+        if len(pp) != 2 or not all(np.isfinite(pp)):
+            raise ValueError(f"principal_point must be two finite pixel coordinates, got {pp!r}")
+        object.__setattr__(self, "principal_point", pp)
+        object.__setattr__(self, "mirrored", bool(self.mirrored))
+        m = _as_rigid(self.camera_from_world)
+        m.setflags(write=False)
+        object.__setattr__(self, "camera_from_world", m)
+
+    # ------------------------------------------------------------------ matrices
+    @property
+    def focal_px(self) -> float:
+        """Focal length in pixels, ``sdd / pixel_size``."""
+        return self.sdd / self.pixel_size
+
+    @property
+    def K(self) -> np.ndarray:
+        """(3, 3) intrinsic matrix (pixels), with ``K[0, 0] < 0`` when mirrored."""
+        f = self.focal_px
+        cu, cv = self.principal_point
+        return np.array([[-f if self.mirrored else f, 0.0, cu], [0.0, f, cv], [0.0, 0.0, 1.0]])
+
+    @property
+    def R(self) -> np.ndarray:
+        """(3, 3) rotation part of ``camera_from_world``."""
+        return self.camera_from_world[:3, :3]
+
+    @property
+    def world_from_camera(self) -> np.ndarray:
+        """(4, 4) inverse of ``camera_from_world``."""
+        out = np.eye(4)
+        out[:3, :3] = self.R.T
+        out[:3, 3] = -self.R.T @ self.camera_from_world[:3, 3]
+        return out
+
+    @property
+    def P(self) -> np.ndarray:
+        """(3, 4) projection matrix ``K [R | t]``: world mm -> homogeneous pixels."""
+        return self.K @ self.camera_from_world[:3, :]
+
+    @property
+    def source(self) -> np.ndarray:
+        """(3,) X-ray source position, world mm."""
+        return self.world_from_camera[:3, 3].copy()
+
+    @property
+    def principal_axis(self) -> np.ndarray:
+        """(3,) unit vector from the source towards the detector plane, world frame."""
+        return self.R[2].copy()
+
+    @property
+    def u_axis(self) -> np.ndarray:
+        """(3,) unit vector along increasing detector columns, world frame."""
+        return -self.R[0] if self.mirrored else self.R[0].copy()
+
+    @property
+    def v_axis(self) -> np.ndarray:
+        """(3,) unit vector along increasing detector rows (down the image), world frame."""
+        return self.R[1].copy()
+
+    def detector_point(self, u, v) -> np.ndarray:
+        """World position (mm) of detector pixel coordinates ``(u, v)`` (arrays broadcast)."""
+        u = np.asarray(u, dtype=np.float64)
+        v = np.asarray(v, dtype=np.float64)
+        cu, cv = self.principal_point
+        foot = self.source + self.sdd * self.principal_axis
+        return (foot + ((u - cu) * self.pixel_size)[..., None] * self.u_axis
+                + ((v - cv) * self.pixel_size)[..., None] * self.v_axis)
+
+    @property
+    def detector_center(self) -> np.ndarray:
+        """(3,) world position of the centre of the detector (mm)."""
+        return self.detector_point((self.cols - 1) / 2.0, (self.rows - 1) / 2.0)
+
+    # ------------------------------------------------------------------- rays
+    def rays(self) -> tuple[np.ndarray, np.ndarray]:
+        """Source and per-pixel ray ends.
+
+        Returns
+        -------
+        source : (3,) float64, world mm
+        targets : (rows, cols, 3) float64
+            World position of the centre of each detector pixel; the ray of pixel
+            ``[r, c]`` runs from ``source`` to ``targets[r, c]``.
+        """
+        v, u = np.meshgrid(np.arange(self.rows), np.arange(self.cols), indexing="ij")
+        return self.source, self.detector_point(u, v)
+
+    def project_points(self, points) -> np.ndarray:
+        """Project world points (mm) to continuous pixel coordinates.
+
+        Parameters
+        ----------
+        points : (..., 3) array, world mm
+
+        Returns
+        -------
+        (..., 2) float64 array of ``(u, v)`` = ``(col, row)``; NaN for points on
+        or behind the source plane (``z_camera <= 0``).
+        """
+        p = np.asarray(points, dtype=np.float64)
+        if p.shape[-1] != 3:
+            raise ValueError(f"points must have shape (..., 3), got {p.shape}")
+        h = p @ self.P[:, :3].T + self.P[:, 3]
+        z = h[..., 2:3]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            uv = h[..., :2] / z
+        return np.where(z > 0, uv, np.nan)
+
+    # --------------------------------------------------------------- transforms
+    def moved(self, world_from_world) -> "Camera":
+        """The same camera after moving it rigidly by ``world_from_world`` (4x4)."""
+        t = _as_rigid(world_from_world)
+        return self.replace(camera_from_world=self.camera_from_world @ np.linalg.inv(t))
+
+    def replace(self, **changes) -> "Camera":
+        """A copy with some fields changed (dataclasses.replace)."""
+        import dataclasses
+
+        return dataclasses.replace(self, **changes)
+
+    # --------------------------------------------------------------------- JSON
+    def to_dict(self) -> dict:
+        """A JSON-serialisable dict; K, P, source and axes are included for readers."""
+        return {
+            "type": "engine.Camera",
+            "version": _JSON_VERSION,
+            "units": "mm",
+            "rows": self.rows,
+            "cols": self.cols,
+            "pixel_size": self.pixel_size,
+            "sdd": self.sdd,
+            "principal_point": list(self.principal_point),
+            "mirrored": self.mirrored,
+            "camera_from_world": self.camera_from_world.tolist(),
+            "K": self.K.tolist(),
+            "source": self.source.tolist(),
+            "detector_center": self.detector_center.tolist(),
+            "u_axis": self.u_axis.tolist(),
+            "v_axis": self.v_axis.tolist(),
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Camera":
+        """Inverse of :meth:`to_dict` (derived entries are ignored)."""
+        if d.get("type", "engine.Camera") != "engine.Camera":
+            raise ValueError(f"not a camera description: type={d.get('type')!r}")
+        if int(d.get("version", _JSON_VERSION)) > _JSON_VERSION:
+            raise ValueError(f"camera JSON version {d['version']} is newer than this engine reads ({_JSON_VERSION})")
+        missing = [k for k in ("rows", "cols", "pixel_size", "sdd", "camera_from_world") if k not in d]
+        if missing:
+            raise ValueError(f"camera JSON lacks {missing}")
+        return cls(rows=d["rows"], cols=d["cols"], pixel_size=d["pixel_size"], sdd=d["sdd"],
+                   camera_from_world=np.asarray(d["camera_from_world"], dtype=np.float64),
+                   principal_point=d.get("principal_point"), mirrored=d.get("mirrored", False))
+
+    def to_json(self, path=None) -> str:
+        """JSON text of the camera; also written to ``path`` when given."""
+        text = json.dumps(self.to_dict(), indent=2)
+        if path is not None:
+            Path(path).write_text(text + "\n")
+        return text
+
+    @classmethod
+    def from_json(cls, path_or_text) -> "Camera":
+        """Read a camera from a JSON file path or a JSON string."""
+        s = str(path_or_text)
+        if s.lstrip().startswith("{"):
+            text = s
+        else:
+            p = Path(s)
+            if not p.is_file():
+                raise FileNotFoundError(f"camera file not found: {p}")
+            text = p.read_text()
+        try:
+            d = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"camera file is not valid JSON: {e}") from None
+        return cls.from_dict(d)
+
+    def __repr__(self) -> str:
+        s = np.array2string(self.source, precision=2, separator=", ")
+        return (f"Camera(rows={self.rows}, cols={self.cols}, pixel_size={self.pixel_size:g}, "
+                f"sdd={self.sdd:g}, mirrored={self.mirrored}, source={s})")
+
+
+def from_source_detector(*, source, detector_center, u_axis, v_axis, rows: int, cols: int,
+                         pixel_size: float) -> Camera:
+    """A camera from a source point, a detector centre and the detector's in-plane axes.
+
+    This is how calibrated systems and other simulators usually state geometry.
+
+    Parameters
+    ----------
+    source : (3,) world mm
+    detector_center : (3,) world mm, centre of the detector (between the middle pixels
+        for even sizes).
+    u_axis, v_axis : (3,) world vectors along increasing columns and increasing rows
+        (down the displayed image); normalised here, must be orthogonal.
+    rows, cols : int, pixel_size : float (mm)
+
+    The source need not face the detector centre: an offset principal point follows.
+    """
+    s = np.asarray(source, dtype=np.float64)
+    c = np.asarray(detector_center, dtype=np.float64)
+    u = np.asarray(u_axis, dtype=np.float64)
+    v = np.asarray(v_axis, dtype=np.float64)
+    for name, a in (("source", s), ("detector_center", c), ("u_axis", u), ("v_axis", v)):
+        if a.shape != (3,) or not np.all(np.isfinite(a)):
+            raise ValueError(f"{name} must be 3 finite numbers, got {a!r}")
+    nu, nv = np.linalg.norm(u), np.linalg.norm(v)
+    if nu == 0 or nv == 0:
+        raise ValueError("detector axes must be non-zero vectors")
+    u, v = u / nu, v / nv
+    if abs(u @ v) > 1e-6:
+        raise ValueError(f"detector axes must be orthogonal (u.v = {u @ v:.3g})")
+    n = np.cross(u, v)  # detector normal
+    sdd_signed = (c - s) @ n
+    if abs(sdd_signed) < 1e-9:
+        raise ValueError("the source lies in the detector plane")
+    z = n if sdd_signed > 0 else -n  # principal axis, source -> detector plane
+    mirrored = sdd_signed < 0  # u x v points back to the source: image seen from the detector side
+    x = -u if mirrored else u
+    r = np.stack([x, v, z])  # rows: camera axes in world
+    m = np.eye(4)
+    m[:3, :3] = r
+    m[:3, 3] = -r @ s
+    sdd = abs(sdd_signed)
+    foot = s + sdd * z
+    ps = float(pixel_size)
+    if not np.isfinite(ps) or ps <= 0:
+        raise ValueError(f"pixel_size must be a positive length in mm, got {pixel_size!r}")
+    cu = (cols - 1) / 2.0 + (foot - c) @ u / ps
+    cv = (rows - 1) / 2.0 + (foot - c) @ v / ps
+    return Camera(rows=rows, cols=cols, pixel_size=ps, sdd=sdd, camera_from_world=m,
+                  principal_point=(cu, cv), mirrored=mirrored)
