@@ -48,7 +48,7 @@ def _as_rigid(m) -> np.ndarray:
     return m
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(frozen=True, kw_only=True, eq=False)
 class Camera:
     """Point source + flat detector.  World = CT patient frame (RAS+, mm).
 
@@ -101,6 +101,15 @@ class Camera:
         m = _as_rigid(self.camera_from_world)
         m.setflags(write=False)
         object.__setattr__(self, "camera_from_world", m)
+
+    def __eq__(self, other) -> bool:
+        if not isinstance(other, Camera):
+            return NotImplemented
+        return ((self.rows, self.cols, self.pixel_size, self.sdd, self.principal_point, self.mirrored)
+                == (other.rows, other.cols, other.pixel_size, other.sdd, other.principal_point, other.mirrored)
+                and np.array_equal(self.camera_from_world, other.camera_from_world))
+
+    __hash__ = None
 
     # ------------------------------------------------------------------ matrices
     @property
