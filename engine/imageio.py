@@ -1,0 +1,66 @@
+"""Writing rendered images: PNG for viewing, NPY / TIFF float32 for analysis.
+
+Physical values are never changed by saving to NPY or TIFF.  PNG output is a
+display: values are windowed to 8 bits between two percentiles of the image
+(default 0.5 and 99.5 %), high line integrals bright, as on a radiograph.
+"""
+from pathlib import Path
+
+import numpy as np
+
+FORMATS = (".png", ".npy", ".tif", ".tiff")
+
+
+def output_format(path) -> str:
+    """The file suffix of ``path`` if the engine can write it, else ValueError."""
+    suffix = Path(path).suffix.lower()
+    if suffix not in FORMATS:
+        raise ValueError(f"{path}: unsupported output format {suffix!r}; use one of {', '.join(FORMATS)}")
+    return suffix
+
+
+def window_to_uint8(img: np.ndarray, window: tuple[float, float] | None = None,
+                    percentiles: tuple[float, float] = (0.5, 99.5)) -> np.ndarray:
+    """Map ``img`` linearly to 0..255 between ``window`` (low, high) or the given percentiles."""
+    img = np.asarray(img, np.float64)
+    if window is None:
+        finite = img[np.isfinite(img)]
+        lo, hi = np.percentile(finite, percentiles) if finite.size else (0.0, 1.0)
+    else:
+        lo, hi = window
+    if hi <= lo:
+        hi = lo + 1.0
+    return np.round(np.clip((img - lo) / (hi - lo), 0, 1) * 255).astype(np.uint8)
+
+
+def save_image(path, img: np.ndarray, window=None) -> list[Path]:
+    """Write a 2D image, or a stack (n, rows, cols), to ``path``.
+
+    A stack goes into one NPY/TIFF file; as PNG it becomes one file per slice,
+    named ``<stem>_<i>.png``.  Returns the paths written.
+    """
+    path = Path(path)
+    fmt = output_format(path)
+    img = np.asarray(img, np.float32)
+    if img.ndim not in (2, 3):
+        raise ValueError(f"expected a (rows, cols) image or an (n, rows, cols) stack, got shape {img.shape}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if fmt == ".npy":
+        np.save(path, img)
+        return [path]
+    if fmt in (".tif", ".tiff"):
+        import tifffile
+
+        tifffile.imwrite(path, img)
+        return [path]
+    from skimage.io import imsave
+
+    if img.ndim == 2:
+        imsave(path, window_to_uint8(img, window), check_contrast=False)
+        return [path]
+    out = []
+    for i, sl in enumerate(img):
+        p = path.with_name(f"{path.stem}_{i}{path.suffix}")
+        imsave(p, window_to_uint8(sl, window), check_contrast=False)
+        out.append(p)
+    return out
