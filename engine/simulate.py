@@ -1,0 +1,101 @@
+"""One call from a scene and a camera to an X-ray image: ``engine.simulate``."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .geometry import Camera
+from .physics import Detector, NoiseModel, PhysicsChain, ScatterModel, Spectrum, preset, tube_spectrum
+from .volume import Volume, VolumeProjector
+
+
+@dataclass
+class Simulation:
+    """Result of :func:`simulate` with ``return_all=True`` (all (rows, cols) float32 unless noted)."""
+
+    image: np.ndarray  # the final image (intensity I/I0 or -ln of it)
+    paths: np.ndarray  # (M, rows, cols) g/cm^2 per material
+    materials: tuple
+    primary: np.ndarray  # noiseless primary I/I0
+    scatter: np.ndarray  # noiseless scatter I/I0
+    noiseless: np.ndarray  # primary + scatter, in the output's units
+    spr: float
+    quanta_per_pixel: float | None  # effective quanta of the unattenuated beam (None: no noise)
+    spectrum: Spectrum = field(repr=False)
+
+
+def _spectrum(spectrum, mono_kev, bins):
+    if mono_kev is not None:
+        if spectrum is not None:
+            raise ValueError("give either spectrum or mono_kev, not both")
+        return Spectrum.monochromatic(float(mono_kev))
+    if spectrum is None:
+        return preset("fluoro90", bins=bins)
+    if isinstance(spectrum, Spectrum):
+        return spectrum
+    if isinstance(spectrum, str):
+        return preset(spectrum, bins=bins)
+    return tube_spectrum(float(spectrum), bins=bins)
+
+
+def simulate(scene, camera: Camera, *, spectrum=None, mono_kev: float | None = None, bins: int = 32,
+             detector: Detector | None = None, scatter=False, noise=None, seed=None,
+             output: str = "intensity", step_mm: float | None = None, return_all: bool = False):
+    """Render an X-ray image of a CT volume.
+
+    Parameters
+    ----------
+    scene : Volume or VolumeProjector (reuse a projector across frames to avoid re-uploading)
+    camera : Camera
+    spectrum : Spectrum, preset name ("fluoro60", "fluoro90", "fluoro120"), or a kVp
+        (number: computed with spekpy, 2.5 mm Al); default "fluoro90".
+    mono_kev : float, optional
+        Monochromatic beam at this energy (keV) instead of a spectrum.
+    bins : int
+        Energy bins for preset/kVp spectra.
+    detector : Detector (default: energy-integrating CsI 0.6 mm)
+    scatter : bool or ScatterModel
+    noise : None, NoiseModel, or a number of photons per pixel (unattenuated, detected)
+    seed : int or numpy Generator, for the noise (same seed, same image)
+    output : "intensity" (I/I0, flat-field normalised) or "line_integral" (-ln I/I0)
+    return_all : return a :class:`Simulation` with the intermediate maps
+
+    Returns
+    -------
+    (rows, cols) float32 image, or a Simulation.
+    """
+    if isinstance(scene, VolumeProjector):
+        proj = scene
+    elif isinstance(scene, Volume):
+        proj = VolumeProjector(scene, step_mm=step_mm)
+    else:
+        raise TypeError(f"scene must be a Volume or VolumeProjector, got {type(scene).__name__}")
+    if not isinstance(camera, Camera):
+        raise TypeError("simulate renders one Camera at a time")
+    spec = _spectrum(spectrum, mono_kev, bins)
+    sc = ScatterModel() if scatter is True else (scatter or None)
+    if sc is not None and not isinstance(sc, ScatterModel):
+        raise TypeError("scatter must be a bool or a ScatterModel")
+    chain = PhysicsChain(proj.materials, spec, detector=detector, scatter=sc, output="intensity",
+                         pixel_mm=camera.pixel_size)
+    paths = proj(camera)
+    clean, parts = chain.forward(paths, return_parts=True)
+    image, n_eff = clean, None
+    if noise is not None:
+        nm = noise if isinstance(noise, NoiseModel) else NoiseModel(photons=float(noise))
+        n_eff = nm.quanta(spec, chain.bl.detector, camera.pixel_size, camera.sdd)
+        rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
+        image = nm.apply(clean, n_eff, rng)
+    if output == "line_integral":
+        image = -np.log(np.maximum(image, 0.5 / (n_eff or 1e12)))  # a zero count -> half a quantum
+        clean = -np.log(clean)
+    elif output != "intensity":
+        raise ValueError(f"output must be 'intensity' or 'line_integral', got {output!r}")
+    image = image.astype(np.float32)
+    if not return_all:
+        return image
+    return Simulation(image=image, paths=paths, materials=proj.materials,
+                      primary=parts["primary"].astype(np.float32), scatter=parts["scatter"].astype(np.float32),
+                      noiseless=clean.astype(np.float32), spr=float(parts["spr"]), quanta_per_pixel=n_eff,
+                      spectrum=spec)
