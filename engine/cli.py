@@ -63,6 +63,20 @@ def _add_drr(sub):
     p.add_argument("--f16", action="store_true", help="store the volume as float16 on the device (half memory)")
     p.add_argument("--window", type=float, nargs=2, metavar=("LOW", "HIGH"),
                    help="PNG display window in g/cm^2 (default: 0.5-99.5 percentiles)")
+    x = p.add_argument_group("X-ray physics (any of these turns the density DRR into a detector image)")
+    x.add_argument("--kvp", type=float, help="polychromatic tube spectrum at this kVp (spekpy, 2.5 mm Al)")
+    x.add_argument("--preset", choices=("fluoro60", "fluoro90", "fluoro120"), help="shipped fluoroscopy spectrum")
+    x.add_argument("--mono", type=_positive(float), metavar="KEV", help="monochromatic beam at KEV keV")
+    x.add_argument("--bins", type=_positive(int), default=32, help="energy bins of the spectrum (32)")
+    x.add_argument("--scatter", action=argparse.BooleanOptionalAction, default=False,
+                   help="add scatter (kernel superposition model)")
+    x.add_argument("--noise", action=argparse.BooleanOptionalAction, default=False,
+                   help="add Poisson quantum noise (see --photons)")
+    x.add_argument("--photons", type=_positive(float), default=2e4,
+                   help="detected photons per pixel of the unattenuated beam, for --noise (2e4)")
+    x.add_argument("--seed", type=int, default=0, help="noise seed (0)")
+    x.add_argument("--line-integral", action="store_true",
+                   help="write -ln(I/I0) instead of the intensity I/I0")
     p.add_argument("--arch", choices=("cpu", "cuda", "vulkan"), help="Taichi backend (default: best available)")
     p.set_defaults(func=cmd_drr)
 
@@ -96,11 +110,17 @@ def cmd_drr(args) -> int:
     t = time.perf_counter()
     proj = VolumeProjector(vol, step_mm=args.step, storage="f16" if args.f16 else "f32")
     _say(f"uploaded volume in {time.perf_counter() - t:.2f} s; step {proj.step_mm:.3f} mm")
-    t = time.perf_counter()
-    img = proj(cam)
-    _say(f"rendered {cam.rows}x{cam.cols} in {time.perf_counter() - t:.3f} s (includes kernel compilation on "
-         f"first use)")
-    out = img if args.materials else img.sum(axis=0)
+    physics = any((args.kvp, args.preset, args.mono, args.scatter, args.noise, args.line_integral))
+    if physics and args.materials:
+        raise ValueError("--materials writes path lengths; it cannot be combined with physics options")
+    if physics:
+        out = _detector_image(args, proj, cam)
+    else:
+        t = time.perf_counter()
+        img = proj(cam)
+        _say(f"rendered {cam.rows}x{cam.cols} in {time.perf_counter() - t:.3f} s (includes kernel compilation "
+             "on first use)")
+        out = img if args.materials else img.sum(axis=0)
     paths = save_image(args.out, out, window=args.window)
     if args.save_camera:
         cam.to_json(args.save_camera)
@@ -109,6 +129,24 @@ def cmd_drr(args) -> int:
         print(f"wrote {p}")
     _say(f"total {time.perf_counter() - t0:.2f} s")
     return 0
+
+
+def _detector_image(args, proj, cam):
+    from .simulate import simulate
+
+    if sum(x is not None for x in (args.kvp, args.preset, args.mono)) > 1:
+        raise ValueError("choose one of --kvp, --preset and --mono")
+    spectrum = args.preset or args.kvp
+    t = time.perf_counter()
+    out = simulate(proj, cam, spectrum=spectrum, mono_kev=args.mono, bins=args.bins, scatter=args.scatter,
+                   noise=args.photons if args.noise else None, seed=args.seed,
+                   output="line_integral" if args.line_integral else "intensity")
+    _say(f"rendered and simulated ({'mono %g keV' % args.mono if args.mono else spectrum or 'fluoro90'}, scatter "
+         f"{'on' if args.scatter else 'off'}, noise {'on' if args.noise else 'off'}) in "
+         f"{time.perf_counter() - t:.3f} s")
+    if not args.line_integral and args.out.lower().endswith(".png"):
+        out = -np.log(np.maximum(out, 1e-6))  # display: attenuation bright, as on a radiograph
+    return out
 
 
 def build_parser() -> argparse.ArgumentParser:

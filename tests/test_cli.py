@@ -60,3 +60,19 @@ def test_python_dash_m_help():
     out = subprocess.run([sys.executable, "-m", "engine", "drr", "--help"], capture_output=True, text=True,
                          check=True).stdout
     assert "--primary" in out and "LAO" in out and "g/cm^2" in out
+
+
+def test_drr_physics_options(small_ct, tmp_path):
+    base = [str(small_ct), "--rows", "24", "--cols", "24", "--pixel-size", "3", "--sid", "300", "--sdd", "500"]
+    assert main(["drr", *base, "--mono", "60", "--line-integral", "--out", str(tmp_path / "m.npy")]) == 0
+    mono = np.load(tmp_path / "m.npy")
+    dens = tmp_path / "d.npy"
+    assert main(["drr", *base, "--materials", "--out", str(dens)]) == 0
+    assert mono.max() > 0.5 and mono.min() >= 0
+    assert main(["drr", *base, "--preset", "fluoro90", "--scatter", "--noise", "--photons", "1000", "--seed", "3",
+                 "--out", str(tmp_path / "n1.npy")]) == 0
+    assert main(["drr", *base, "--preset", "fluoro90", "--scatter", "--noise", "--photons", "1000", "--seed", "3",
+                 "--out", str(tmp_path / "n2.npy")]) == 0
+    np.testing.assert_array_equal(np.load(tmp_path / "n1.npy"), np.load(tmp_path / "n2.npy"))
+    assert main(["drr", *base, "--mono", "60", "--kvp", "90", "--out", str(tmp_path / "x.npy")]) == 2
+    assert main(["drr", *base, "--mono", "60", "--materials", "--out", str(tmp_path / "x.npy")]) == 2
