@@ -51,7 +51,7 @@ def save_image(path, img: np.ndarray, window=None) -> list[Path]:
     if fmt in (".tif", ".tiff"):
         import tifffile
 
-        tifffile.imwrite(path, img)
+        tifffile.imwrite(path, img, photometric="minisblack")
         return [path]
     from skimage.io import imsave
 
