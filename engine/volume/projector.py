@@ -96,6 +96,15 @@ def _make_kernels(ti, n_mat: int, storage):
                 p0 = src + (t0 + 0.5 * dt) * d
                 dp = dt * d
                 k = 0
+                cell = ti.math.ivec3(-1, -1, -1)  # the trilinear cell whose 8 corners are held below
+                v000 = vec_m(0.0)
+                v001 = vec_m(0.0)
+                v010 = vec_m(0.0)
+                v011 = vec_m(0.0)
+                v100 = vec_m(0.0)
+                v101 = vec_m(0.0)
+                v110 = vec_m(0.0)
+                v111 = vec_m(0.0)
                 while k < n:
                     p = ti.min(ti.max(p0 + ti.f32(k) * dp, 0.0), top)
                     b = ti.cast(p, ti.i32) // BLOCK
@@ -114,15 +123,26 @@ def _make_kernels(ti, n_mat: int, storage):
                     else:
                         i0 = ti.min(ti.cast(p, ti.i32), ti.math.ivec3(ni - 2, nj - 2, nk - 2))
                         i0 = ti.max(i0, 0)
+                        if i0[0] != cell[0] or i0[1] != cell[1] or i0[2] != cell[2]:
+                            # consecutive samples (half a voxel apart) mostly share a cell: load on change only
+                            i1 = ti.min(i0 + 1, ti.math.ivec3(ni - 1, nj - 1, nk - 1))
+                            v000 = fetch(vol, i0[2], i0[1], i0[0])
+                            v001 = fetch(vol, i0[2], i0[1], i1[0])
+                            v010 = fetch(vol, i0[2], i1[1], i0[0])
+                            v011 = fetch(vol, i0[2], i1[1], i1[0])
+                            v100 = fetch(vol, i1[2], i0[1], i0[0])
+                            v101 = fetch(vol, i1[2], i0[1], i1[0])
+                            v110 = fetch(vol, i1[2], i1[1], i0[0])
+                            v111 = fetch(vol, i1[2], i1[1], i1[0])
+                            cell = i0
                         f = p - ti.cast(i0, ti.f32)
-                        i1 = ti.min(i0 + 1, ti.math.ivec3(ni - 1, nj - 1, nk - 1))
-                        c00 = fetch(vol, i0[2], i0[1], i0[0]) * (1 - f[0]) + fetch(vol, i0[2], i0[1], i1[0]) * f[0]
-                        c01 = fetch(vol, i0[2], i1[1], i0[0]) * (1 - f[0]) + fetch(vol, i0[2], i1[1], i1[0]) * f[0]
-                        c10 = fetch(vol, i1[2], i0[1], i0[0]) * (1 - f[0]) + fetch(vol, i1[2], i0[1], i1[0]) * f[0]
-                        c11 = fetch(vol, i1[2], i1[1], i0[0]) * (1 - f[0]) + fetch(vol, i1[2], i1[1], i1[0]) * f[0]
-                        c0 = c00 * (1 - f[1]) + c01 * f[1]
-                        c1 = c10 * (1 - f[1]) + c11 * f[1]
-                        acc += c0 * (1 - f[2]) + c1 * f[2]
+                        c00 = v000 + (v001 - v000) * f[0]
+                        c01 = v010 + (v011 - v010) * f[0]
+                        c10 = v100 + (v101 - v100) * f[0]
+                        c11 = v110 + (v111 - v110) * f[0]
+                        c0 = c00 + (c01 - c00) * f[1]
+                        c1 = c10 + (c11 - c10) * f[1]
+                        acc += c0 + (c1 - c0) * f[2]
                         k += 1
                 acc *= seg_mm / n * 0.1  # g/cm^3 * mm -> g/cm^2
             for m in ti.static(range(n_mat)):
