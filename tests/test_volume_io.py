@@ -173,3 +173,14 @@ def test_inputs_are_not_modified():
     d = np.ones((1, 4, 4, 4), np.float32)
     v = Volume(density=d, materials=("m",), world_from_index=np.eye(4))
     assert not np.shares_memory(v.density, d)
+
+
+def test_integer_hu_fast_path_equals_direct_formula():
+    rng = np.random.default_rng(4)
+    hu = rng.integers(-1100, 2500, (9, 8, 7)).astype(np.float32)
+    vol = Volume.from_ct(CT(hu=hu, world_from_index=np.eye(4)))
+    direct = threshold_weights(hu) * HUCalibration()(hu)[None]
+    np.testing.assert_allclose(vol.density, direct, rtol=1e-6, atol=1e-7)
+    frac = Volume.from_ct(CT(hu=hu + 0.25, world_from_index=np.eye(4)))  # non-integer: direct path
+    np.testing.assert_allclose(frac.density, threshold_weights(hu + 0.25) * HUCalibration()(hu + 0.25)[None],
+                               rtol=1e-6)

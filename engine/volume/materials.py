@@ -132,10 +132,18 @@ class Volume:
     def from_ct(cls, ct: CT, *, calibration: HUCalibration | None = None, air_below: float = -800.0,
                 bone_above: float = 350.0, transition: float = 100.0) -> "Volume":
         """Air / soft tissue / bone densities by HU thresholds (see module doc)."""
-        rho = (calibration or HUCalibration())(ct.hu)
-        w = threshold_weights(ct.hu, air_below, bone_above, transition)
-        return cls(density=w * rho[None], materials=("air", "soft_tissue", "bone"),
-                   world_from_index=ct.world_from_index)
+        cal = calibration or HUCalibration()
+        hu = ct.hu
+        lo, hi = float(hu.min()), float(hu.max())
+        if hi - lo < 65536 and np.array_equal(hu, np.rint(hu)):
+            # integer HU (as stored in CT files): tabulate once per value, then gather
+            grid = np.arange(lo, hi + 1, dtype=np.float32)
+            table = threshold_weights(grid, air_below, bone_above, transition) * cal(grid)[None]
+            idx = (hu - lo).astype(np.int32)
+            density = np.stack([t[idx] for t in table])
+        else:
+            density = threshold_weights(hu, air_below, bone_above, transition) * cal(hu)[None]
+        return cls(density=density, materials=("air", "soft_tissue", "bone"), world_from_index=ct.world_from_index)
 
     @classmethod
     def from_labels(cls, ct: CT, labels: np.ndarray, label_materials: dict, *,
