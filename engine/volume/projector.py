@@ -31,28 +31,37 @@ from .materials import Volume
 BLOCK = 8  # voxels per empty-space-skipping block edge
 
 
-def _uniform_blocks(dens: np.ndarray, block: int) -> np.ndarray:
-    """(KB, JB, IB) uint8: 1 where the block's (block+1)^3 voxel stencil is constant.
+def _block_range(a: np.ndarray, axis: int, block: int, fn) -> np.ndarray:
+    """Reduce ``a`` along ``axis`` over the stencils ``[b*block, b*block + block]`` (clamped), b = 0..nb-1."""
+    n = a.shape[axis]
+    nb = -(-n // block)
+    pad = [(0, 0)] * a.ndim
+    pad[axis] = (0, nb * block - n)
+    body = np.pad(a, pad, mode="edge")
+    shape = list(body.shape)
+    shape[axis:axis + 1] = [nb, block]
+    red = fn.reduce(body.reshape(shape), axis=axis + 1)  # own voxels of each block
+    nxt = np.take(a, np.minimum(np.arange(1, nb + 1) * block, n - 1), axis=axis)  # first voxel of the next
+    return fn(red, nxt)
 
-    ``dens`` is (M, K, J, I).  Block b along an axis covers voxel indices
-    ``[b*block, b*block + block]`` (clamped to the grid).
+
+def _uniform_blocks(dens: np.ndarray, block: int) -> np.ndarray:
+    """(nb_k, nb_j, nb_i) uint8: 1 where every material is constant over the block's stencil.
+
+    ``dens`` is (M, I, J, K).  Block b along an axis covers voxel indices
+    ``[b*block, b*block + block]`` (clamped to the grid): the corners that trilinear
+    samples inside the block may read.  Max and min over a box are separable, so they
+    are reduced axis by axis without large temporaries.
     """
-    m, nk, nj, ni = dens.shape
-    nb = [-(-n // block) for n in (nk, nj, ni)]
-    pads = [(0, 0)] + [(0, nbx * block + 1 - n) for nbx, n in zip(nb, (nk, nj, ni))]
-    d = np.pad(dens, pads, mode="edge")
-    uni = np.ones(nb, dtype=bool)
-    for c in range(m):
-        a = d[c]
-        # max/min over each (block+1)^3 stencil, separably, axis by axis
-        hi, lo = a, a
+    uni = None
+    for c in range(dens.shape[0]):
+        hi = lo = dens[c]
         for ax in range(3):
-            n_b = nb[ax]
-            idx = np.arange(n_b)[:, None] * block + np.arange(block + 1)[None, :]
-            hi = np.take(hi, idx, axis=ax).max(axis=ax + 1)
-            lo = np.take(lo, idx, axis=ax).min(axis=ax + 1)
-        uni &= hi == lo
-    return uni.astype(np.uint8)
+            hi = _block_range(hi, ax, block, np.maximum)
+            lo = _block_range(lo, ax, block, np.minimum)
+        u = hi == lo
+        uni = u if uni is None else uni & u
+    return np.ascontiguousarray(uni.transpose(2, 1, 0)).astype(np.uint8)
 
 
 def _make_kernels(ti, n_mat: int, storage):
@@ -62,6 +71,12 @@ def _make_kernels(ti, n_mat: int, storage):
     @ti.func
     def fetch(vol, k, j, i):
         return ti.cast(vol[k, j, i], ti.f32)
+
+    @ti.kernel
+    def upload(vol: ti.template(), m: ti.i32, channel: ti.types.ndarray(dtype=ti.f32, ndim=3)):
+        # channel is (I, J, K) as stored by Volume; the field is (K, J, I) with i fastest
+        for k, j, i in vol:
+            vol[k, j, i][m] = ti.cast(channel[i, j, k], vol.dtype)
 
     @ti.kernel
     def march(vol: ti.template(), blocks: ti.template(), out: ti.template(),
@@ -148,7 +163,7 @@ def _make_kernels(ti, n_mat: int, storage):
             for m in ti.static(range(n_mat)):
                 out[v, m, r, c] = acc[m]
 
-    return march
+    return march, upload
 
 
 class VolumeProjector:
@@ -190,18 +205,18 @@ class VolumeProjector:
             raise ValueError(f"the volume needs at least 2 voxels along each axis, got {volume.shape}")
         dtype = ti.f16 if storage == "f16" else ti.f32
         self._vol = ti.Vector.field(m, dtype=dtype, shape=(nk, nj, ni))
-        dens = np.ascontiguousarray(volume.density.transpose(0, 3, 2, 1))  # (M, K, J, I)
-        self._vol.from_numpy(np.ascontiguousarray(np.moveaxis(dens, 0, -1)).astype(
-            np.float16 if storage == "f16" else np.float32))
+        self._march, upload = _make_kernels(ti, m, dtype)
+        for c in range(m):  # channel by channel: no transposed copy of the whole volume on the host
+            upload(self._vol, c, np.ascontiguousarray(volume.density[c]))
+        dens = volume.density
         if storage == "f16":  # uniformity must hold for the stored (rounded) values
-            dens = dens.astype(np.float16).astype(np.float32)
+            dens = dens.astype(np.float16)
         uni = _uniform_blocks(dens, BLOCK)
         self.uniform_fraction = float(uni.mean())
         self._blocks = ti.field(ti.u8, shape=uni.shape)
         self._blocks.from_numpy(uni)
         self._lin = np.ascontiguousarray(volume.world_from_index[:3, :3].T, dtype=np.float32)
         self._index_from_world = np.linalg.inv(volume.world_from_index)
-        self._march = _make_kernels(ti, m, dtype)
         self._out = None
         self.last_seconds = float("nan")
 
