@@ -23,8 +23,10 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import engine  # noqa: E402
+from _common import clip_rays, median_time  # noqa: E402
 from engine.volume import Volume, VolumeProjector, load_ct  # noqa: E402
 
 CASES = {"chest_ct": ROOT.parent / "shared" / "data" / "chest_ct" / "ct.nii.gz",
@@ -38,17 +40,7 @@ def camera(ct, size, pixel):
 
 def sample_count(vol, cam, step):
     """Exact number of samples the kernel takes: sum over rays of ceil(clipped length / step)."""
-    a = np.linalg.inv(vol.world_from_index)
-    src, tgt = cam.rays()
-    s = a[:3, :3] @ src + a[:3, 3]
-    t = tgt @ a[:3, :3].T + a[:3, 3]
-    d = t - s
-    n = np.array(vol.shape, float)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        ta, tb = (-0.5 - s) / d, (n - 0.5 - s) / d
-    t0 = np.clip(np.nanmax(np.minimum(ta, tb), -1), 0, 1)
-    t1 = np.clip(np.nanmin(np.maximum(ta, tb), -1), 0, 1)
-    length = np.maximum(t1 - t0, 0) * np.linalg.norm(tgt - src, axis=-1)
+    length = clip_rays(vol, cam)[-1]
     hit = length > 0
     return int(np.maximum(np.ceil(length[hit] / step - 1e-4), 1).sum()), int(hit.sum())
 
@@ -58,22 +50,10 @@ def numpy_reference(density, vol, cam, step, rows=slice(None)):
     (scipy.ndimage.map_coordinates, order 1, clamped), rays chunked to bound memory."""
     from scipy.ndimage import map_coordinates
 
-    a = np.linalg.inv(vol.world_from_index)
-    src, tgt = cam.rays()
-    tgt = tgt[rows]
-    shape = tgt.shape[:2]
-    tgt = tgt.reshape(-1, 3)
-    s = a[:3, :3] @ src + a[:3, 3]
-    t = tgt @ a[:3, :3].T + a[:3, 3]
-    d = t - s
-    n = np.array(vol.shape, float)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        ta, tb = (-0.5 - s) / d, (n - 0.5 - s) / d
-    t0 = np.clip(np.nanmax(np.minimum(ta, tb), -1), 0, 1)
-    t1 = np.clip(np.nanmin(np.maximum(ta, tb), -1), 0, 1)
-    length = np.maximum(t1 - t0, 0) * np.linalg.norm(tgt - src, axis=-1)
+    s, d, t0, t1, length = clip_rays(vol, cam, rows)
+    shape = cam.rays()[1][rows].shape[:2]
     count = np.where(length > 0, np.maximum(np.ceil(length / step - 1e-4), 1), 0).astype(int)
-    out = np.zeros(len(tgt))
+    out = np.zeros(len(d))
     order = np.flatnonzero(count)
     chunk = 2048
     for c0 in range(0, len(order), chunk):
@@ -88,16 +68,6 @@ def numpy_reference(density, vol, cam, step, rows=slice(None)):
         acc[valid] = vals
         out[idx] = acc.sum(1) * length[idx] / count[idx] * 0.1
     return out.reshape(shape)
-
-
-def timed(fn, repeats):
-    fn()
-    ts = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        ts.append(time.perf_counter() - t)
-    return float(np.median(ts))
 
 
 def run_diffdrr(python, ct_path, size, pixel, repeats):
@@ -130,10 +100,10 @@ def main(argv=None):
         for size, pixel in DETECTORS[:1] if args.quick else DETECTORS:
             cam = camera(ct, size, pixel)
             samples, hit = sample_count(vol, cam, proj.step_mm)
-            t_single = timed(lambda: proj(cam), repeats)
+            t_single = median_time(lambda: proj(cam), repeats)
             img = proj(cam).sum(0)
             batch = [cam.moved(_small_rotation(i, ct.center)) for i in range(8)]
-            t_batch = timed(lambda: proj(batch), max(2, repeats // 2)) / len(batch)
+            t_batch = median_time(lambda: proj(batch), max(2, repeats // 2)) / len(batch)
             ref_rows = size if size <= 256 else 32  # at 512: a band of rows through the middle, scaled
             band = slice((size - ref_rows) // 2, (size + ref_rows) // 2)
             t = time.perf_counter()

@@ -19,21 +19,13 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import engine  # noqa: E402
+from _common import median_time  # noqa: E402
 from engine.physics import NoiseModel, PhysicsChain, ScatterModel, preset  # noqa: E402
 
 CT_PATHS = (ROOT.parent / "shared" / "data" / "chest_ct" / "ct.nii.gz", ROOT / "assets" / "pelvis_phantom.nii.gz")
-
-
-def median_time(fn, repeats):
-    fn()
-    ts = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        ts.append(time.perf_counter() - t)
-    return float(np.median(ts))
 
 
 def main(argv=None):

@@ -34,8 +34,30 @@ def check_grid(values: np.ndarray, what: str) -> None:
             raise ValueError(f"{what} contains {int(bad.sum())} NaN/inf voxels (first at index {idx})")
 
 
+class VoxelGrid:
+    """Geometry shared by voxel volumes: needs ``shape`` (I, J, K) and ``world_from_index`` (4, 4)."""
+
+    @property
+    def spacing(self) -> np.ndarray:
+        """(3,) voxel spacing along i, j, k, mm."""
+        return np.linalg.norm(self.world_from_index[:3, :3], axis=0)
+
+    @property
+    def center(self) -> np.ndarray:
+        """(3,) world position (mm) of the centre of the voxel grid."""
+        c = (np.array(self.shape) - 1) / 2.0
+        return self.world_from_index[:3, :3] @ c + self.world_from_index[:3, 3]
+
+    def corners(self) -> np.ndarray:
+        """(8, 3) world positions (mm) of the corners of the voxel box (voxel i fills [i - 1/2, i + 1/2])."""
+        n = np.array(self.shape, float)
+        idx = np.array([[x, y, z] for x in (-0.5, n[0] - 0.5) for y in (-0.5, n[1] - 0.5)
+                        for z in (-0.5, n[2] - 0.5)])
+        return idx @ self.world_from_index[:3, :3].T + self.world_from_index[:3, 3]
+
+
 @dataclass(frozen=True, kw_only=True)
-class CT:
+class CT(VoxelGrid):
     """A CT volume in Hounsfield units.
 
     Attributes
@@ -65,18 +87,8 @@ class CT:
 
     @property
     def shape(self) -> tuple[int, int, int]:
+        """(I, J, K) voxels."""
         return self.hu.shape
-
-    @property
-    def spacing(self) -> np.ndarray:
-        """(3,) voxel spacing along i, j, k, mm."""
-        return np.linalg.norm(self.world_from_index[:3, :3], axis=0)
-
-    @property
-    def center(self) -> np.ndarray:
-        """(3,) world position (mm) of the centre of the voxel grid."""
-        c = (np.array(self.shape) - 1) / 2.0
-        return self.world_from_index[:3, :3] @ c + self.world_from_index[:3, 3]
 
     def __repr__(self) -> str:
         return (f"CT(shape={self.shape}, spacing={np.round(self.spacing, 4).tolist()} mm, "

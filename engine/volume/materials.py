@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .ct import CT, check_affine, check_grid
+from .ct import CT, VoxelGrid, check_affine, check_grid
 
 DEFAULT_HU_POINTS = (-1000.0, 0.0, 100.0, 1600.0, 3071.0)
 DEFAULT_DENSITY_POINTS = (0.0012, 1.0, 1.1, 1.92, 2.7076)
@@ -67,7 +67,7 @@ def threshold_weights(hu: np.ndarray, air_below: float = -800.0, bone_above: flo
 
 
 @dataclass(frozen=True, kw_only=True)
-class Volume:
+class Volume(VoxelGrid):
     """Per-material densities on a voxel grid: what the projector renders.
 
     Attributes
@@ -110,23 +110,6 @@ class Volume:
         """(I, J, K) voxels."""
         return self.density.shape[1:]
 
-    @property
-    def spacing(self) -> np.ndarray:
-        """(3,) voxel spacing along i, j, k, mm."""
-        return np.linalg.norm(self.world_from_index[:3, :3], axis=0)
-
-    @property
-    def center(self) -> np.ndarray:
-        """(3,) world position of the centre of the grid, mm."""
-        c = (np.array(self.shape) - 1) / 2.0
-        return self.world_from_index[:3, :3] @ c + self.world_from_index[:3, 3]
-
-    def corners(self) -> np.ndarray:
-        """(8, 3) world positions (mm) of the corners of the voxel box."""
-        n = np.array(self.shape, float)
-        idx = np.array([[x, y, z] for x in (-0.5, n[0] - 0.5) for y in (-0.5, n[1] - 0.5)
-                        for z in (-0.5, n[2] - 0.5)])
-        return idx @ self.world_from_index[:3, :3].T + self.world_from_index[:3, 3]
 
     @classmethod
     def from_ct(cls, ct: CT, *, calibration: HUCalibration | None = None, air_below: float = -800.0,

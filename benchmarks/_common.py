@@ -1,0 +1,33 @@
+"""Helpers shared by the benchmark scripts."""
+import time
+
+import numpy as np
+
+
+def median_time(fn, repeats):
+    """Median wall time (s) of ``fn()`` over ``repeats`` calls, after one warm-up call."""
+    fn()
+    ts = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        ts.append(time.perf_counter() - t)
+    return float(np.median(ts))
+
+
+def clip_rays(vol, cam, rows=slice(None)):
+    """Index-space source ``s`` (3,), ray vectors ``d`` (n, 3), clipped parameters ``t0, t1`` (n,) and world
+    lengths (mm, n) of the detector rows ``rows``, with the projector's rule: the box of voxel extents
+    [-0.5, n - 0.5] and the segment from the source to the pixel."""
+    a = np.linalg.inv(vol.world_from_index)
+    src, tgt = cam.rays()
+    tgt = tgt[rows].reshape(-1, 3)
+    s = a[:3, :3] @ src + a[:3, 3]
+    d = tgt @ a[:3, :3].T + a[:3, 3] - s
+    n = np.array(vol.shape, float)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ta, tb = (-0.5 - s) / d, (n - 0.5 - s) / d
+    t0 = np.clip(np.nanmax(np.minimum(ta, tb), -1), 0, 1)
+    t1 = np.clip(np.nanmin(np.maximum(ta, tb), -1), 0, 1)
+    length = np.maximum(t1 - t0, 0) * np.linalg.norm(tgt - src, axis=-1)
+    return s, d, t0, t1, length
