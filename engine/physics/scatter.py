@@ -18,8 +18,13 @@ Sun & Star-Lack (Phys. Med. Biol. 55, 2010), with these documented assumptions:
 * Scatter has the spectrum of the primary (no Compton energy shift), and no
   object-specific angular structure; no Monte Carlo.
 
-All convolutions are by FFT (scipy.signal.fftconvolve); the Gaussian kernels are
-symmetric, so the adjoint of each is itself, which makes the VJP exact.
+* Scatter is smooth, so it is computed on a coarse grid of about ``grid_mm`` pitch
+  (block means of the fine pixels), convolved there, and brought back to the
+  detector pixels by linear interpolation.
+
+All operators are linear maps with explicit adjoints (block mean / its transpose,
+interpolation / its transpose, FFT convolution with a symmetric Gaussian, which is
+its own adjoint), so the VJP is exact.
 """
 from __future__ import annotations
 
@@ -41,6 +46,30 @@ def typical_spr(kvp: float, field_cm2: float, water_cm: float, grid: bool = True
     return float(max(base * (0.15 if grid else 1.0), 0.0))
 
 
+def _downsample_matrix(n: int, f: int) -> np.ndarray:
+    """(ceil(n/f), n) block-mean operator along one axis."""
+    nc = -(-n // f)
+    d = np.zeros((nc, n))
+    for b in range(nc):
+        d[b, b * f:min(n, b * f + f)] = 1.0 / (min(n, b * f + f) - b * f)
+    return d
+
+
+def _upsample_matrix(n: int, f: int) -> np.ndarray:
+    """(n, ceil(n/f)) linear interpolation from block centres to pixel centres (clamped at the ends)."""
+    nc = -(-n // f)
+    centres = np.array([(b * f + min(n, b * f + f) - 1) / 2.0 for b in range(nc)])
+    u = np.zeros((n, nc))
+    for i in range(n):
+        j = int(np.clip(np.searchsorted(centres, i) - 1, 0, max(nc - 2, 0)))
+        if nc == 1:
+            u[i, 0] = 1.0
+            continue
+        t = np.clip((i - centres[j]) / (centres[j + 1] - centres[j]), 0.0, 1.0)
+        u[i, j], u[i, j + 1] = 1.0 - t, t
+    return u
+
+
 def _gaussian_kernel(sigma_px: float) -> np.ndarray:
     r = int(np.ceil(3 * sigma_px))
     x = np.arange(-r, r + 1)
@@ -57,13 +86,14 @@ class ScatterModel:
     sigma0_mm: float = 40.0  # kernel width at the detector for thin objects, mm
     tau_cm: float = 25.0  # thickness where the amplitude peaks, cm water
     group_centres_cm: tuple = (0.0, 10.0, 20.0, 30.0, 45.0)
-    grid: bool = True
+    grid: bool = True  # an anti-scatter grid (for typical_spr)
+    grid_mm: float = 4.0  # pitch of the coarse grid the scatter is computed on, mm
 
     def __post_init__(self):
         if self.spr is not None and self.spr < 0:
             raise ValueError(f"spr must be >= 0, got {self.spr}")
-        if self.sigma0_mm <= 0 or self.tau_cm <= 0:
-            raise ValueError("sigma0_mm and tau_cm must be positive")
+        if self.sigma0_mm <= 0 or self.tau_cm <= 0 or self.grid_mm <= 0:
+            raise ValueError("sigma0_mm, tau_cm and grid_mm must be positive")
 
     def _groups(self, w):
         c = np.asarray(self.group_centres_cm, np.float64)
@@ -82,8 +112,13 @@ class ScatterModel:
                 dh[g][m & inside] = -1.0 / (c[g + 1] - c[g])
         return h, dh
 
-    def _kernels(self, pixel_mm: float):
-        return [_gaussian_kernel(self.sigma0_mm * (1 + c / 20.0) / pixel_mm) for c in self.group_centres_cm]
+    def _kernels(self, coarse_mm: float):
+        return [_gaussian_kernel(self.sigma0_mm * (1 + c / 20.0) / coarse_mm) for c in self.group_centres_cm]
+
+    def _resampling(self, shape, pixel_mm: float):
+        """Block factor and the (down, up) matrices for rows and columns."""
+        f = max(1, int(self.grid_mm // pixel_mm))
+        return f, [(_downsample_matrix(n, f), _upsample_matrix(n, f)) for n in shape]
 
     def resolve_spr(self, kvp: float, field_cm2: float, water_cm: np.ndarray) -> float:
         if self.spr is not None:
@@ -96,11 +131,12 @@ class ScatterModel:
         w = np.asarray(water_cm, np.float64)
         a = w * np.exp(-w / self.tau_cm)
         h, _ = self._groups(w)
-        f = np.zeros_like(p)
-        ks = self._kernels(pixel_mm)
-        for g, k in enumerate(ks):
+        fac, ((dr, ur), (dc, uc)) = self._resampling(p.shape, pixel_mm)
+        fc = np.zeros((dr.shape[0], dc.shape[0]))
+        for g, k in enumerate(self._kernels(pixel_mm * fac)):
             if h[g].any():
-                f += fftconvolve(p * a * h[g], k, mode="same")
+                fc += fftconvolve(dr @ (p * a * h[g]) @ dc.T, k, mode="same")
+        f = ur @ fc @ uc.T
         sp, sf = p.sum(), f.sum()
         c = spr * sp / sf if sf > 0 else 0.0
         return c * f, (p, w, a, f, sp, sf, spr, pixel_mm)
@@ -117,9 +153,11 @@ class ScatterModel:
         gw = np.zeros_like(w)
         h, dh = self._groups(w)
         da = np.exp(-w / self.tau_cm) * (1 - w / self.tau_cm)
-        for g, k in enumerate(self._kernels(pixel_mm)):
+        fac, ((dr, ur), (dc, uc)) = self._resampling(p.shape, pixel_mm)
+        gfc = ur.T @ gf @ uc
+        for g, k in enumerate(self._kernels(pixel_mm * fac)):
             if h[g].any() or dh[g].any():
-                gq = fftconvolve(gf, k, mode="same")  # symmetric kernel: the adjoint is itself
+                gq = dr.T @ fftconvolve(gfc, k, mode="same") @ dc  # symmetric kernel: its own adjoint
                 gp += gq * a * h[g]
                 gw += gq * p * (da * h[g] + a * dh[g])
         return gp, gw
