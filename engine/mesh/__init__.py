@@ -1,5 +1,8 @@
-"""Triangle meshes: reading, validation, sphere and label-map surfaces (the distance-map renderer is to come)."""
+"""Triangle meshes: reading, validation, sphere and label-map surfaces, BVH, Taichi distance maps with vertex
+gradients."""
+from .bvh import BVH, build_bvh
 from .mesh import Mesh, from_labels, icosphere, load_mesh, make_mesh, merge_vertices, save_mesh, signed_volume, validate
+from .projector import MeshProjector
 
-__all__ = ["Mesh", "from_labels", "icosphere", "load_mesh", "make_mesh", "merge_vertices", "save_mesh",
+__all__ = ["BVH", "Mesh", "MeshProjector", "build_bvh", "from_labels", "icosphere", "load_mesh", "make_mesh", "merge_vertices", "save_mesh",
            "signed_volume", "validate"]
