@@ -129,11 +129,10 @@ def _make_kernels(ti, real, max_hits):
                     views: ti.types.ndarray(dtype=vec3, ndim=2), n_views: ti.i32, hit_tri: ti.template(),
                     hit_n: ti.template(), grad_out: ti.template(), loss: ti.template()):
         # loss = sum over recorded hits of grad_out[pixel, material] * sign * t * |d|; differentiated w.r.t. verts
-        for vi, r, c, k in ti.ndrange(n_views, hit_tri.shape[1], hit_tri.shape[2], hit_tri.shape[3]):
-            if k < hit_n[vi, r, c]:
+        for vi, r, c in ti.ndrange(n_views, hit_tri.shape[1], hit_tri.shape[2]):
+            for k in range(ti.min(hit_n[vi, r, c], hit_tri.shape[3])):
                 o = views[vi, 0]
-                p = views[vi, 1] + ti.cast(c, real) * views[vi, 2] + \
-                    ti.cast(r, real) * views[vi, 3]
+                p = views[vi, 1] + ti.cast(c, real) * views[vi, 2] + ti.cast(r, real) * views[vi, 3]
                 d = p - o
                 f = hit_tri[vi, r, c, k]
                 i = faces[f]
