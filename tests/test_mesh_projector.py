@@ -184,3 +184,23 @@ def test_pose_gradient_matches_central_differences_float64():
         return float((mp(cam) * w).sum())
 
     _check_grad(loss, x, grad, rng, h=1e-5)
+
+
+@pytest.mark.parametrize("precision", [32, 64])
+def test_rays_exactly_through_vertices_count_once(precision):
+    """Level >= 1 icospheres have vertices on the coordinate axes: the axis rays through the centre enter and
+    leave through a vertex shared by 5 or 6 triangles, and the polyhedral chord there is exactly 2R."""
+    from engine.geometry import from_source_detector
+
+    s = icosphere(12.0, 3, center=(5.0, -7.0, 3.0))
+    mp = MeshProjector(s, "bone", precision=precision)
+    c = np.array([5.0, -7.0, 3.0])
+    for axis in range(3):
+        for sign in (1.0, -1.0):
+            n = np.zeros(3)
+            n[axis] = sign
+            u = np.roll(n, 1) * sign
+            v = np.cross(n, u)
+            cam = from_source_detector(source=c - 100 * n, detector_center=c + 100 * n, u_axis=u, v_axis=v,
+                                       rows=1, cols=1, pixel_size=1.0)
+            assert mp(cam)[0, 0, 0] == pytest.approx(24.0, rel=1e-6), (axis, sign)

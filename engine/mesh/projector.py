@@ -96,11 +96,16 @@ def _make_kernels(ti, real, max_hits):
             while sp > 0:
                 sp -= 1
                 node = stack[sp]
-                t0 = (lo[node] - o) * inv
-                t1 = (hi[node] - o) * inv
-                tmin = ti.max(ti.max(ti.min(t0[0], t1[0]), ti.min(t0[1], t1[1])), ti.min(t0[2], t1[2]))
-                tmax = ti.min(ti.min(ti.max(t0[0], t1[0]), ti.max(t0[1], t1[1])), ti.max(t0[2], t1[2]))
-                if tmax >= ti.max(tmin, 0.0) and tmin <= 1.0:
+                tmin, tmax = ti.cast(0.0, real), ti.cast(1.0, real)
+                for a in ti.static(range(3)):
+                    if d[a] == 0:  # parallel to the slab: inside it or not at all
+                        if o[a] < lo[node][a] or o[a] > hi[node][a]:
+                            tmax = -1.0
+                    else:
+                        ta, tb = (lo[node][a] - o[a]) * inv[a], (hi[node][a] - o[a]) * inv[a]
+                        tmin = ti.max(tmin, ti.min(ta, tb))
+                        tmax = ti.min(tmax, ti.max(ta, tb))
+                if tmax >= tmin:
                     if count[node] > 0:
                         for q in range(start[node], start[node] + count[node]):
                             f = order[q]
@@ -218,7 +223,8 @@ class MeshProjector:
         self.bvh.refit(v, self._faces_np)
         np_real = np.float64 if self.real == self._ti.f64 else np.float32
         self._verts.from_numpy(v.astype(np_real))
-        pad = 1e-9 * max(1.0, float(np.abs(v).max()))  # keep boxes closed under rounding
+        eps = 1e-12 if self.real == self._ti.f64 else 1e-6
+        pad = eps * max(1.0, float(np.abs(v).max()))  # keep boxes closed under rounding
         self._lo.from_numpy((self.bvh.lo - pad).astype(np_real))
         self._hi.from_numpy((self.bvh.hi + pad).astype(np_real))
 
