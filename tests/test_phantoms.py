@@ -1,98 +1,240 @@
-"""The LLP26 loader (safe unpickling, triangulation, anatomical frame) and the shipped pelvis phantom."""
-import os
+"""The LLP26 pelvis model (safe unpickling, triangulation, anatomical frame) and the shipped pelvis CT phantom."""
 import pickle
 
 import numpy as np
 import pytest
 
-from engine.phantoms import (load_model, mean_pelvis, pelvis_bodies, pelvis_faces, ras_from_model,
-                             safe_load_pickle, signed_volume, subject_pelvis, to_ras)
-from engine.phantoms.pelvis_ct import ASSET, HU
+from engine.phantoms import llp26, pelvis_ct
+from engine.phantoms.llp26 import (load_llp26_model, pelvis_bodies, pelvis_landmarks, pelvis_mean_vertices,
+                                   pelvis_ras_transform, pelvis_subject_vertices, pelvis_to_ras, pelvis_topology,
+                                   safe_load_pickle, signed_volume, subdivide)
+
+ASSET = pelvis_ct.ASSET
 
 
-class _Evil:
+# --------------------------------------------------------------------------- loading
+class _RunsShell:
+    def __init__(self, marker):
+        self.marker = marker
+
     def __reduce__(self):
-        return (os.system, ("echo pwned",))
+        import os
+
+        return (os.system, (f"touch {self.marker}",))
 
 
-def test_safe_unpickler_refuses_code_and_accepts_arrays():
-    with pytest.raises(pickle.UnpicklingError, match="refusing to load"):
-        safe_load_pickle(pickle.dumps(_Evil()))
-    d = safe_load_pickle(pickle.dumps({"a": np.arange(3.0), "b": None}, protocol=4))
-    np.testing.assert_array_equal(d["a"], [0, 1, 2])
+class _Evals:
+    def __reduce__(self):
+        return (eval, ("1 + 1",))
+
+
+def test_safe_unpickler_refuses_code(tmp_path):
+    marker = tmp_path / "pwned"
+    evil = pickle.dumps({"mean": _RunsShell(marker)}, protocol=4)
+    with pytest.raises(pickle.UnpicklingError, match=r"refusing to load (os|posix|nt)\.system"):
+        safe_load_pickle(evil)
+    with pytest.raises(pickle.UnpicklingError, match=r"builtins\.eval"):
+        safe_load_pickle(pickle.dumps(_Evals()))
+    path = tmp_path / "evil.pc"
+    path.write_bytes(evil)
+    with pytest.raises(pickle.UnpicklingError):
+        load_llp26_model(path)
+    assert not marker.exists()
+
+
+def test_safe_unpickler_reads_arrays_and_scalars():
+    data = {"a": np.arange(6.0).reshape(2, 3), "b": None, "c": np.float64(1.5), "d": [np.int32(3)]}
+    for protocol in (3, 4):  # the LLP26 files are protocol 4; protocol 2 would need _codecs.encode (refused)
+        back = safe_load_pickle(pickle.dumps(data, protocol=protocol))
+        np.testing.assert_array_equal(back["a"], data["a"])
+        assert back["b"] is None and back["c"] == 1.5 and back["d"][0] == 3
+
+
+def test_model_path_falls_back_to_the_shared_copy_then_fails_clearly(monkeypatch, tmp_path):
+    import musculoskeletal.models
+
+    monkeypatch.setattr(musculoskeletal.models, "get_model_path", lambda rel: None)
+    if (llp26.SHARED_DIR / llp26.MODEL_FILE).is_file():
+        assert llp26.data_file(llp26.MODEL_FILE) == llp26.SHARED_DIR / llp26.MODEL_FILE
+    monkeypatch.setattr(llp26, "SHARED_DIR", tmp_path / "nowhere")
+    with pytest.raises(FileNotFoundError, match=r"musculoskeletal-models.*nowhere"):
+        llp26.data_file(llp26.MODEL_FILE)
 
 
 def test_model_and_subjects():
-    m = load_model()
-    assert m["mean"].shape == (9675,) and m["modes"].shape == (9675, 26)
+    m = load_llp26_model()
+    assert m["mean"].shape == (9675,) and m["modes"].shape == (9675, 26) and "SD" not in m
+    assert not m["mean"].flags.writeable  # cached: callers cannot change it for each other
+    np.testing.assert_allclose(m["modes"].T @ m["modes"], np.eye(26), atol=1e-8)
     np.testing.assert_allclose(m["projectedWeights"].var(axis=1, ddof=1), m["weights"], rtol=1e-6, atol=1e-6)
-    widths = [np.ptp(to_ras(subject_pelvis(i))[:, 0]) for i in range(26)]
-    assert 230 < min(widths) and max(widths) < 330  # README: 237..321 mm
-    with pytest.raises(ValueError):
-        subject_pelvis(26)
+    v = pelvis_mean_vertices()
+    assert v.shape == (1946, 3) and v.dtype == np.float64
+    assert 1100 < v[:, 2].min() and v[:, 2].max() < 1400  # README: source-frame z about 1140-1360 mm
+    widths = [np.ptp(pelvis_to_ras(pelvis_subject_vertices(i))[:, 0]) for i in range(26)]
+    assert min(widths) == pytest.approx(237, abs=3) and max(widths) == pytest.approx(321, abs=3)  # README
+    with pytest.raises(ValueError, match="0..25"):
+        pelvis_subject_vertices(26)
 
 
-def test_triangulation_is_closed_outward_and_has_three_bodies():
-    f = pelvis_faces()
-    v = mean_pelvis()
-    assert f.shape == (3888, 3) and v.shape == (1946, 3)
+# --------------------------------------------------------------------------- topology
+def _check_closed_outward(v, f):
     directed = np.concatenate([f[:, [0, 1]], f[:, [1, 2]], f[:, [2, 0]]])
-    assert len(np.unique(directed, axis=0)) == len(directed)  # each directed edge once: consistent winding
-    undirected, counts = np.unique(np.sort(directed, axis=1), axis=0, return_counts=True)
-    assert np.all(counts == 2)  # watertight
-    assert signed_volume(v, f) > 0  # outward
-    assert np.bincount(pelvis_bodies()).size == 3
+    assert len(np.unique(directed, axis=0)) == len(directed)  # no directed edge twice: consistent winding
+    _, counts = np.unique(np.sort(directed, axis=1), axis=0, return_counts=True)
+    assert np.all(counts == 2)  # every edge in exactly two faces: closed, and (above) opposite orientations
+    assert signed_volume(v, f) > 0  # outward normals
 
 
-def test_anatomical_frame():
-    t = ras_from_model()
+def test_topology_closed_outward():
+    f, v = pelvis_topology(), pelvis_mean_vertices()
+    assert f.shape == (3888, 3) and np.array_equal(np.unique(f), np.arange(1946))
+    _check_closed_outward(v, f)
+    assert 1946 - 3 * 3888 // 2 + 3888 == 2  # Euler: two hip bones with a foramen (tori) + sacrum (sphere)
+    assert np.bincount(pelvis_bodies()).tolist() == [540, 540, 866]
+    assert 7.5e5 < signed_volume(v, f) < 9e5  # mm^3 of bone
+
+
+def test_loop_subdivision():
+    octa = np.array([[1, 0, 0], [-1, 0, 0], [0, 1, 0], [0, -1, 0], [0, 0, 1], [0, 0, -1.0]])
+    faces = np.array([[0, 2, 4], [2, 1, 4], [1, 3, 4], [3, 0, 4], [2, 0, 5], [1, 2, 5], [3, 1, 5], [0, 3, 5]])
+    v, f = subdivide(octa, faces, 1)
+    assert f.shape == (32, 3) and v.shape == (18, 3)
+    np.testing.assert_allclose(v[0], [1 - 4 * 31 / 256, 0, 0])  # valence 4: beta = 31/256
+    edge = np.flatnonzero(np.all(np.isclose(v, [0.375, 0.375, 0]), axis=1))  # 3/8 (a + b) + 1/8 (c + d)
+    assert len(edge) == 1
+    _check_closed_outward(v, f)
+    vs, fs = subdivide(pelvis_mean_vertices(), pelvis_topology(), 2)
+    assert fs.shape == (62208, 3)
+    _check_closed_outward(vs, fs)
+    ratio = signed_volume(vs, fs) / signed_volume(pelvis_mean_vertices(), pelvis_topology())
+    assert 0.95 < ratio < 1.0  # Loop smooths and shrinks a little
+    with pytest.raises(ValueError, match="not closed"):
+        subdivide(octa, faces[:-1], 1)
+
+
+# --------------------------------------------------------------------------- anatomical frame
+def test_ras_transform_is_a_proper_rotation_centred_on_the_bone():
+    t = pelvis_ras_transform()
     np.testing.assert_allclose(t[:3, :3] @ t[:3, :3].T, np.eye(3), atol=1e-12)
-    assert np.linalg.det(t[:3, :3]) == pytest.approx(1.0)
-    v = to_ras(mean_pelvis())
-    body = pelvis_bodies()
-    cents = np.array([v[body == b].mean(0) for b in range(3)])
-    sacrum = np.argmin(np.abs(cents[:, 0]))
-    hips = [b for b in range(3) if b != sacrum]
-    assert cents[hips, 0].min() < -40 and cents[hips, 0].max() > 40  # hip bones left and right
-    assert cents[sacrum, 1] < cents[hips, 1].min()  # sacrum posterior to the hip bones' centroids
-    # the most anterior nodes (pubis / iliac spines) lie in front of the sacrum; the iliac crests are above the
-    # ischial tuberosities
-    assert v[:, 1].max() > v[body == sacrum][:, 1].max() + 40
-    # the highest node is on an iliac crest and the lowest on an ischium: both hip bones, not the sacrum
-    assert body[v[:, 2].argmax()] != sacrum and body[v[:, 2].argmin()] != sacrum
-    assert v[:, 2].max() - v[:, 2].min() > 150
+    assert np.linalg.det(t[:3, :3]) == pytest.approx(1.0, abs=1e-12)
+    np.testing.assert_array_equal(t[3], [0, 0, 0, 1])
+    c = llp26.volume_centroid(pelvis_to_ras(pelvis_mean_vertices()), pelvis_topology())
+    np.testing.assert_allclose(c, 0, atol=1e-9)
+    # the source frame turns out to be a CT's LPS frame, to within the pelvis's tilt in the scanner
+    angle = np.degrees(np.arccos((np.trace(np.diag([-1, -1, 1.0]) @ t[:3, :3].T) - 1) / 2))
+    assert angle < 15
 
 
-def test_shipped_phantom_contents():
-    from engine.volume import load_ct
+def test_landmarks_are_where_anatomy_puts_them():
+    lm = pelvis_landmarks()
+    for side, sign in (("left", -1), ("right", 1)):
+        assert sign * lm[f"asis_{side}"][0] > 90 and sign * lm[f"{side}_hip_centroid"][0] > 40
+        # anterior: pubic tubercles and ASIS well in front of the sacrum and PSIS
+        assert lm[f"pubic_tubercle_{side}"][1] > lm["sacrum_centroid"][1] + 80
+        assert lm[f"asis_{side}"][1] > lm[f"psis_{side}"][1] + 100
+        # superior: iliac crests 200 mm above the ischial tuberosities, ASIS above the pubis
+        assert lm[f"iliac_crest_{side}"][2] > lm[f"ischial_tuberosity_{side}"][2] + 180
+        assert lm[f"asis_{side}"][2] > lm[f"pubic_tubercle_{side}"][2] + 60
+    assert abs(lm["sacrum_centroid"][0]) < 5
+    # a correct left-right axis makes the two hip bones mirror images across x = 0
+    for name in ("asis", "pubic_tubercle", "iliac_crest", "ischial_tuberosity", "psis"):
+        mirrored = lm[f"{name}_left"] * [-1, 1, 1]
+        assert np.linalg.norm(mirrored - lm[f"{name}_right"]) < 10, name
+    # the model's LEFT femur is on the left, below the pelvis, with the patella in front of the knee
+    limb = pelvis_to_ras(llp26._nodes(load_llp26_model()["mean"]))
+    femur, patella = limb[llp26.FEMUR], limb[llp26.PATELLA]
+    assert femur[:, 0].mean() < -50 and femur[:, 2].max() < lm["iliac_crest_left"][2]
+    distal = femur[np.argsort(femur[:, 2])[:60]].mean(0)
+    assert patella.mean(0)[1] > distal[1] + 20
+
+
+# --------------------------------------------------------------------------- voxelisation helpers
+def test_point_triangle_distance_matches_open3d():
+    rng = np.random.default_rng(1)
+    a, b, c = (rng.normal(0, 10, (2000, 3)) for _ in range(3))
+    p = rng.normal(0, 15, (2000, 3))
+    d = pelvis_ct._point_triangle_distance(p, a, b, c)
+    tris = np.arange(6000).reshape(-1, 3)
+    verts = np.stack([a, b, c], 1).reshape(-1, 3)
+    ref = [pelvis_ct._scene(verts, tris[i:i + 1]).compute_distance(pelvis_ct._f32(p[i:i + 1])).numpy()[0]
+           for i in range(0, 2000, 20)]
+    np.testing.assert_allclose(d[::20], ref, atol=2e-4)
+
+
+def test_near_surface_mask_is_conservative():
+    import open3d as o3d
+
+    s = o3d.geometry.TriangleMesh.create_sphere(radius=20.0, resolution=20)
+    v, f = np.asarray(s.vertices), np.asarray(s.triangles)
+    axes = [np.arange(-30, 31, 1.7), np.arange(-25, 26, 1.3), np.arange(-28, 29, 2.0)]
+    scene = pelvis_ct._scene(v, f)
+    near = pelvis_ct._near_surface(scene, axes, band=3.0)
+    grid = np.stack(np.meshgrid(*axes, indexing="ij"), -1)
+    d = scene.compute_distance(pelvis_ct._f32(grid.reshape(-1, 3))).numpy().reshape(near.shape)
+    assert np.all(near[d <= 3.0]) and near.mean() < 0.5
+
+
+# --------------------------------------------------------------------------- the shipped phantom
+@pytest.fixture(scope="module")
+def asset():
+    import nibabel as nib
 
     if not ASSET.is_file():
         pytest.fail(f"{ASSET} is missing: run python -m engine.phantoms.pelvis_ct")
-    import nibabel as nib
-
-    assert nib.load(str(ASSET)).get_data_dtype() == np.int16
-    ct = load_ct(ASSET)
-    hu = ct.hu
-    idx = np.argwhere(hu > 700)
-    centroid = idx.mean(0) @ ct.world_from_index[:3, :3].T + ct.world_from_index[:3, 3]
-    assert np.linalg.norm(centroid) < 25  # mm: the pelvis is centred
-    for name, lo, hi in (("air", -1001, -990), ("fat", -101, -99), ("soft", 39, 41), ("gas", -951, -949)):
-        assert np.sum((hu >= lo) & (hu <= hi)) > 1000, name
-    assert hu.max() == HU["cortical"] and np.sum(np.abs(hu - HU["cancellous"]) < 1) > 10000
-    gas = np.argwhere(hu < -900)
-    gas = gas @ ct.world_from_index[:3, :3].T + ct.world_from_index[:3, 3]
-    inside = gas[(np.abs(gas[:, 0]) < 100) & (np.abs(gas[:, 2]) < 120)]
-    assert len(inside) > 500  # gas pockets inside the body
+    img = nib.load(str(ASSET))
+    return img, np.asarray(img.dataobj)
 
 
-@pytest.mark.slow
-def test_phantom_regenerates_exactly():
-    from engine.phantoms.pelvis_ct import make_pelvis_phantom
-    from engine.volume import load_ct
+def _world(idx, affine):
+    return idx @ affine[:3, :3].T + affine[:3, 3]
 
-    hu, affine = make_pelvis_phantom()
-    ct = load_ct(ASSET)
-    # open3d's float32 distances may round a voxel differently on another CPU: allow a handful
-    diff = np.abs(hu.astype(np.int32) - ct.hu.astype(np.int32))
-    assert np.mean(diff > 0) < 1e-4 and diff.max() <= 50
-    np.testing.assert_allclose(affine, ct.world_from_index, atol=1e-6)
+
+def test_asset_header_and_grid(asset):
+    img, hu = asset
+    assert hu.ndim == 3 and hu.dtype == np.int16 and img.get_data_dtype() == np.int16
+    assert img.header.get_qform(coded=True)[1] == 1 and img.header.get_sform(coded=True)[1] == 1
+    assert img.header.get_xyzt_units()[0] == "mm"
+    a = img.affine
+    np.testing.assert_array_equal(a[:3, :3], np.diag([pelvis_ct.SPACING_MM] * 3))
+    centre = _world((np.array(hu.shape) - 1) / 2, a)
+    assert np.all(np.abs(centre) < 15)  # the grid is centred near the pelvis
+    assert ASSET.stat().st_size < 4e6
+
+
+def test_asset_tissues(asset):
+    from scipy import ndimage
+
+    img, hu = asset
+    bone = np.argwhere(hu > 700)
+    assert len(bone) > 20000 and np.linalg.norm(_world(bone.mean(0), img.affine)) < 10  # mm
+    assert hu.max() == 1400 and np.sum(hu == 300) > 50000  # cortex and cancellous bone
+    for name, value, least in (("air", -1000, 10 ** 6), ("fat", -100, 10 ** 5), ("soft", 40, 10 ** 6)):
+        assert np.sum(hu == value) > least, name
+    assert np.all(hu[[0, -1]] == -1000) and np.all(hu[:, [0, -1]] == -1000) and np.all(hu[:, :, [0, -1]] == -1000)
+    # gas: dark regions not connected to the air around the body, away from the bone
+    labels, n = ndimage.label(hu < -500)
+    outside = np.unique(np.concatenate([labels[[0, -1]].ravel(), labels[:, [0, -1]].ravel(),
+                                        labels[:, :, [0, -1]].ravel()]))
+    gas = (labels > 0) & ~np.isin(labels, outside)
+    assert n - len(outside[outside > 0]) >= 3 and gas.sum() > 2000
+    assert hu[gas].min() >= -1000 and np.median(hu[gas]) < -900
+    assert not np.any(ndimage.binary_dilation(gas, iterations=3) & (hu > 200))
+    gas_xyz = _world(np.argwhere(gas), img.affine)
+    assert gas_xyz[:, 1].mean() > 0 and gas_xyz[:, 2].min() > -40  # lower abdomen: anterior, above the pubis
+
+
+def test_asset_regenerates_exactly(asset):
+    img, hu = asset
+    again, affine = pelvis_ct.make_pelvis_phantom(pelvis_ct.SPACING_MM, seed=0)
+    np.testing.assert_array_equal(affine, img.affine)
+    assert np.array_equal(again, hu), f"{np.sum(again != hu)} voxels differ"
+
+
+def test_seed_moves_only_the_gas():
+    a, aff = pelvis_ct.make_pelvis_phantom(4.0, seed=0)
+    b, aff_b = pelvis_ct.make_pelvis_phantom(4.0, seed=1)
+    np.testing.assert_array_equal(aff, aff_b)
+    changed = a != b
+    assert changed.any() and np.all((a[changed] < 40) | (b[changed] < 40))  # only soft tissue <-> gas
+    with pytest.raises(ValueError, match="positive"):
+        pelvis_ct.make_pelvis_phantom(0.0)

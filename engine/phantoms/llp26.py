@@ -1,12 +1,20 @@
-"""The LLP26 pelvis shape model (Zhang et al., J Biomech 2016; MPL-2.0): loading and triangulation.
+"""The LLP26 pelvis shape model (Zhang et al., J Biomech 2016; MPL-2.0): loading, triangulation, anatomical frame.
 
 The model ships in the PyPI package ``musculoskeletal-models==0.2.4`` (a project
-dependency); ``../shared/data/llp26_pelvis_ssm`` is used when the package is
-absent.  Its ``.pc`` files are Python pickles: they are read with an unpickler that
-admits only what NumPy arrays need, because a pickle can run arbitrary code.
+dependency, ``musculoskeletal/models/``); the copy in ``../shared/data/llp26_pelvis_ssm/``
+next to the repository is used when the package is absent.  Its ``.pc`` files are
+Python pickles: they are read with an unpickler that admits only what NumPy arrays
+need, because a pickle can run arbitrary code.
 
-Frames: the model's coordinates are in mm in the frame of its source data (not an
-anatomical frame); :func:`ras_from_model` gives the rigid transform to RAS+.
+Frames.  Vertex coordinates are in mm.  The *model frame* is the frame of the
+model's source data: not anatomical, pelvis z about 1140-1360 mm.
+:func:`pelvis_ras_transform` gives the rigid transform from it to an anatomical
+RAS+ frame (+x patient right, +y anterior, +z superior) centred on the mean
+pelvis; ``python -m engine.phantoms.llp26`` prints the landmark checks behind it.
+
+Reference: J. Zhang, J. Fernandez, J. Hislop-Jambrich, T. F. Besier, "Lower limb
+estimation from sparse landmarks using an articulated shape model", J Biomech
+49(16):3875-3881, 2016, doi:10.1016/j.jbiomech.2016.10.021.
 """
 from __future__ import annotations
 
@@ -18,205 +26,465 @@ from pathlib import Path
 
 import numpy as np
 
-N_NODES = 3225  # whole lower-limb model
-N_PELVIS = 1946  # nodes 0..1945 are the pelvis (two hip bones + sacrum)
-_SHARED = Path(__file__).resolve().parents[3] / "shared" / "data" / "llp26_pelvis_ssm"
+N_NODES = 3225  # nodes of the whole lower-limb model
+N_PELVIS = 1946  # nodes 0..1945: the pelvis (two hip bones + sacrum)
+N_FACES = 3888  # triangles of the pelvis surface
+FEMUR = slice(1946, 2580)  # node blocks of the (left) limb, see the data README
+PATELLA = slice(2580, 2654)
+MODEL_FILE = "shape_models/LLP26_rigid.pc"
+MESH_FILE = "atlas_meshes/pelvis_combined_cubic_flat.mesh"
+ENS_FILE = "atlas_meshes/pelvis_combined_cubic_flat.ens"
+SHARED_DIR = Path(__file__).resolve().parents[3] / "shared" / "data" / "llp26_pelvis_ssm"
 
-_ALLOWED = {
-    ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-    ("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.core.multiarray", "scalar"),
-    ("numpy._core.multiarray", "scalar"), ("builtins", "dict"), ("builtins", "list"), ("builtins", "tuple"),
-}
+
+# --------------------------------------------------------------------------- safe loading
+def _numpy_allowlist() -> dict:
+    """The only globals a shape-model pickle may name: NumPy array reconstruction.
+
+    Resolved here, not imported from the names in the pickle, so that the
+    deprecated ``numpy.core`` alias of NumPy 2 is never imported.
+    """
+    try:
+        from numpy._core import multiarray  # NumPy >= 2
+    except ImportError:  # pragma: no cover - NumPy 1.x
+        from numpy.core import multiarray
+    allowed = {}
+    for mod in ("numpy.core.multiarray", "numpy._core.multiarray"):
+        allowed[(mod, "_reconstruct")] = multiarray._reconstruct
+        allowed[(mod, "scalar")] = multiarray.scalar
+    allowed[("numpy", "ndarray")] = np.ndarray
+    allowed[("numpy", "dtype")] = np.dtype
+    return allowed
 
 
-class _ArraysOnlyUnpickler(pickle.Unpickler):
-    def find_class(self, module, name):
-        if (module, name) not in _ALLOWED:
-            raise pickle.UnpicklingError(f"refusing to load {module}.{name} from a shape-model pickle "
-                                         "(only NumPy arrays are allowed)")
-        return super().find_class(module, name)
+class ArraysOnlyUnpickler(pickle.Unpickler):
+    """An unpickler that builds only NumPy arrays, dtypes and scalars (plus plain containers).
+
+    Dicts, lists, tuples, strings, numbers and None need no global lookup and load
+    as usual; any other class or function named by the pickle (``os.system``,
+    ``builtins.eval``, ...) raises :class:`pickle.UnpicklingError` naming it.
+    """
+
+    _ALLOWED = _numpy_allowlist()
+
+    def find_class(self, module: str, name: str):
+        try:
+            return self._ALLOWED[(module, name)]
+        except KeyError:
+            raise pickle.UnpicklingError(
+                f"refusing to load {module}.{name} from a shape-model pickle: only NumPy arrays are allowed") from None
 
 
 def safe_load_pickle(data: bytes):
-    """Unpickle bytes that may hold only NumPy arrays, dicts, lists and scalars."""
-    return _ArraysOnlyUnpickler(io.BytesIO(data), encoding="latin1").load()
+    """Unpickle ``data`` (bytes) with :class:`ArraysOnlyUnpickler`; Python 2 strings decode as latin-1.
+
+    Arrays pickled with protocol 3 or later load (LLP26 uses 4); protocol 0-2 array
+    pickles need ``_codecs.encode`` and are refused like any other global.
+    """
+    return ArraysOnlyUnpickler(io.BytesIO(data), encoding="latin1").load()
 
 
 def data_file(relative: str) -> Path:
-    """Path of an LLP26 file ("shape_models/..." or "atlas_meshes/...")."""
-    try:
-        from musculoskeletal.models import get_model_path
+    """Path of an LLP26 data file, e.g. ``"shape_models/LLP26_rigid.pc"`` or ``"atlas_meshes/..."``.
 
-        p = Path(get_model_path(relative))
-        if p.is_file():
-            return p
+    Looked up first in the installed package (``musculoskeletal.models.get_model_path``),
+    then in :data:`SHARED_DIR`.
+
+    Raises
+    ------
+    FileNotFoundError
+        If neither place has the file; the message names both.
+    """
+    pkg = "package musculoskeletal-models not installed"
+    try:
+        import musculoskeletal.models as installed
     except ImportError:
         pass
-    p = _SHARED / relative
+    else:
+        p = installed.get_model_path(relative)  # None when the file is absent
+        if p is not None and Path(p).is_file():
+            return Path(p)
+        pkg = f"not in the installed musculoskeletal-models package ({Path(installed.__file__).parent})"
+    p = SHARED_DIR / relative
     if p.is_file():
         return p
-    raise FileNotFoundError(f"LLP26 file {relative} not found: install musculoskeletal-models==0.2.4 "
-                            f"or provide {_SHARED}")
+    raise FileNotFoundError(f"LLP26 file {relative!r} not found: {pkg}, and not in {SHARED_DIR}. "
+                            "Install it with `pip install musculoskeletal-models==0.2.4`.")
 
 
-@lru_cache(maxsize=2)
-def load_model(side: str = "left") -> dict:
-    """The PCA model: ``mean`` (9675,), ``modes`` (9675, 26), ``weights`` (26,) mm^2,
-    ``projectedWeights`` (26 modes, 26 subjects)."""
-    name = {"left": "LLP26_rigid.pc", "right": "LLP26_right_mirrored_from_left_rigid.pc"}[side]
-    d = safe_load_pickle(data_file(f"shape_models/{name}").read_bytes())
-    return {k: np.asarray(v) for k, v in d.items() if v is not None}
+@lru_cache(maxsize=4)
+def _load_model_cached(path: str) -> dict:
+    d = safe_load_pickle(Path(path).read_bytes())
+    if not isinstance(d, dict):
+        raise ValueError(f"{path}: expected a dict of arrays, got {type(d).__name__}")
+    out = {}
+    for k, v in d.items():
+        if v is None:  # "SD" and "sizes" are None in LLP26
+            continue
+        a = np.array(v)
+        a.setflags(write=False)  # cached: shared by every caller
+        out[k] = a
+    for k in ("mean", "modes", "weights", "projectedWeights"):
+        if k not in out:
+            raise ValueError(f"{path}: not an LLP26 shape model (no {k!r} array)")
+    return out
+
+
+def load_llp26_model(path: str | Path | None = None) -> dict:
+    """Load the LLP26 PCA shape model from its ``.pc`` pickle, safely.
+
+    Parameters
+    ----------
+    path : str or Path, optional
+        A ``.pc`` file.  Default: ``shape_models/LLP26_rigid.pc`` (the left-side
+        model) found by :func:`data_file`.
+
+    Returns
+    -------
+    dict of numpy.ndarray (read-only)
+        ``mean`` (9675,) mm; ``modes`` (9675, 26), orthonormal columns;
+        ``weights`` (26,) mode variances in mm^2; ``projectedWeights`` (26, 26)
+        scores indexed [mode, subject].  Entries stored as None are dropped.
+        A shape vector lists coordinates dimension by dimension:
+        ``vec.reshape(3, 3225).T`` gives the nodes in the model frame.
+
+    Raises
+    ------
+    pickle.UnpicklingError
+        If the file names anything but NumPy array classes.
+    """
+    return _load_model_cached(str(Path(path) if path is not None else data_file(MODEL_FILE)))
 
 
 def _nodes(vec: np.ndarray) -> np.ndarray:
-    return np.asarray(vec, np.float64).reshape(3, N_NODES).T[:N_PELVIS].copy()
+    return np.asarray(vec, np.float64).reshape(3, N_NODES).T.copy()
 
 
-def mean_pelvis() -> np.ndarray:
-    """(1946, 3) mean pelvis vertices, model frame, mm."""
-    return _nodes(load_model()["mean"])
+def pelvis_mean_vertices() -> np.ndarray:
+    """(1946, 3) float64 vertices of the mean pelvis, model frame, mm."""
+    return _nodes(load_llp26_model()["mean"])[:N_PELVIS]
 
 
-def subject_pelvis(i: int) -> np.ndarray:
-    """(1946, 3) vertices of training subject ``i`` (0..25), regenerated exactly from its scores."""
-    m = load_model()
-    if not 0 <= i < m["projectedWeights"].shape[1]:
-        raise ValueError(f"subject index must be in 0..{m['projectedWeights'].shape[1] - 1}, got {i}")
-    return _nodes(m["mean"] + m["modes"] @ m["projectedWeights"][:, i])
+def pelvis_subject_vertices(i: int) -> np.ndarray:
+    """(1946, 3) float64 vertices (model frame, mm) of training subject ``i`` (0..25).
+
+    Exact: ``mean + modes @ projectedWeights[:, i]`` keeps every mode.
+    """
+    m = load_llp26_model()
+    n = m["projectedWeights"].shape[1]
+    if not 0 <= int(i) < n:
+        raise ValueError(f"subject index must be in 0..{n - 1}, got {i}")
+    return _nodes(m["mean"] + m["modes"] @ m["projectedWeights"][:, int(i)])[:N_PELVIS]
+
+
+# --------------------------------------------------------------------------- topology
+def _element_point_ids(connectivity: dict) -> dict:
+    """Data README steps 1-2: number the element points ``"e_p"`` in sorted (e, p) order,
+    giving every point connected to a new point the same id."""
+    keys = sorted(connectivity, key=lambda k: tuple(int(x) for x in k.split("_")))
+    ids: dict = {}
+    for k in keys:
+        if k in ids:
+            continue
+        ids[k] = n = len(set(ids.values()))
+        for other in connectivity[k].split():
+            if ids.setdefault(other, n) != n:
+                raise ValueError(f"LLP26 mesh: point {other} is connected to points with different ids")
+    return ids
+
+
+def _element_triangles(kind: str, nodes) -> list:
+    """Triangles of one element; ``nodes(p)`` is the node index of element point p."""
+    tris = []
+    if kind == "quad44":  # 4x4 grid, p = 4 * row + col: 9 cells, 18 triangles
+        for r in range(3):
+            for c in range(3):
+                a, b = nodes(4 * r + c), nodes(4 * r + c + 1)
+                d, f = nodes(4 * (r + 1) + c), nodes(4 * (r + 1) + c + 1)
+                tris += [(a, b, f), (a, f, d)]
+    elif kind == "tri10":  # rows [0,1,2,3], [4,5,6], [7,8], [9]: 9 triangles
+        rows = [[0, 1, 2, 3], [4, 5, 6], [7, 8], [9]]
+        for lo, hi in zip(rows[:-1], rows[1:]):
+            for c in range(len(hi)):
+                tris.append((nodes(lo[c]), nodes(lo[c + 1]), nodes(hi[c])))
+                if c + 1 < len(hi):
+                    tris.append((nodes(lo[c + 1]), nodes(hi[c + 1]), nodes(hi[c])))
+    else:
+        raise ValueError(f"unexpected LLP26 element type {kind!r} (expected quad44 or tri10)")
+    return tris
 
 
 @lru_cache(maxsize=1)
-def pelvis_faces() -> np.ndarray:
-    """(3888, 3) int triangles over the 1946 pelvis nodes, outward (counter-clockwise seen from outside).
+def pelvis_topology() -> np.ndarray:
+    """(3888, 3) int64 triangles over the 1946 pelvis nodes, outward oriented (read-only).
 
-    Built from the cubic Lagrange elements as the data README describes: element points
-    are merged through the mesh connectivity, numbered in sorted (element, point) order,
-    mapped to nodes by the ensemble's ``custom_map``, and each bicubic quad (4x4 nodes)
-    split into 18 triangles and each cubic triangle (10 nodes) into 9.
+    Built from the atlas ``.mesh`` (cubic Lagrange elements and their connectivity)
+    and ``.ens`` (``custom_map``: point id -> node) exactly as the data README says:
+    element points are numbered in sorted (element, point) order with connected
+    points sharing an id, mapped to nodes by ``custom_map``; each bicubic ``quad44``
+    (4x4 nodes) is split into 18 triangles and each cubic ``tri10`` into 9.  The
+    winding is flipped, if needed, so that the mean pelvis has positive signed volume
+    (counter-clockwise seen from outside, normals pointing out).
     """
-    mesh = json.loads(data_file("atlas_meshes/pelvis_combined_cubic_flat.mesh").read_text())
-    ens = json.loads(data_file("atlas_meshes/pelvis_combined_cubic_flat.ens").read_text())
-    conn = mesh["connectivity"]
-    keys = sorted(conn, key=lambda k: tuple(int(x) for x in k.split("_")))
-    parent = {k: k for k in keys}
-
-    def find(k):
-        while parent[k] != k:
-            parent[k] = parent[parent[k]]
-            k = parent[k]
-        return k
-
-    for k in keys:
-        for other in conn[k].split():
-            a, b = find(k), find(other)
-            if a != b:
-                parent[b] = a
-    ids, next_id = {}, 0
-    for k in keys:
-        r = find(k)
-        if r not in ids:
-            ids[r] = next_id
-            next_id += 1
-    cmap = {int(k): int(v) for k, v in ens["custom_map"].items()}
-    node = {k: cmap[ids[find(k)]] for k in keys}
+    mesh = json.loads(data_file(MESH_FILE).read_text())
+    cmap = {int(k): int(v) for k, v in json.loads(data_file(ENS_FILE).read_text())["custom_map"].items()}
+    ids = _element_point_ids(mesh["connectivity"])
     faces = []
     for e, desc in sorted(mesh["elements"].items(), key=lambda kv: int(kv[0])):
-        kind = desc.split()[1]
-        pt = lambda p: node[f"{e}_{p}"]  # noqa: E731
-        if kind == "quad44":
-            for r in range(3):
-                for c in range(3):
-                    a, b, d, f = pt(4 * r + c), pt(4 * r + c + 1), pt(4 * (r + 1) + c), pt(4 * (r + 1) + c + 1)
-                    faces += [(a, b, f), (a, f, d)]
-        elif kind == "tri10":
-            rows = [[0, 1, 2, 3], [4, 5, 6], [7, 8], [9]]
-            for r in range(3):
-                lo, hi = rows[r], rows[r + 1]
-                for c in range(len(hi)):
-                    faces.append((pt(lo[c]), pt(lo[c + 1]), pt(hi[c])))
-                    if c + 1 < len(hi):
-                        faces.append((pt(lo[c + 1]), pt(hi[c + 1]), pt(hi[c])))
-        else:
-            raise ValueError(f"unexpected element type {kind!r} in the LLP26 mesh")
+        faces += _element_triangles(desc.split()[-1], lambda p, e=e: cmap[ids[f"{e}_{p}"]])
     faces = np.asarray(faces, np.int64)
-    if signed_volume(mean_pelvis(), faces) < 0:
+    n_nodes = len(np.unique(faces))
+    if faces.shape != (N_FACES, 3) or n_nodes != N_PELVIS:
+        raise ValueError(f"LLP26 triangulation gave {len(faces)} triangles over {n_nodes} nodes, "
+                         f"expected {N_FACES} over {N_PELVIS}")
+    if signed_volume(pelvis_mean_vertices(), faces) < 0:
         faces = faces[:, ::-1].copy()
     faces.setflags(write=False)
     return faces
 
 
 def signed_volume(vertices: np.ndarray, faces: np.ndarray) -> float:
-    """Signed volume (mm^3) enclosed by a triangle mesh; positive when outward oriented."""
+    """Signed volume (mm^3) enclosed by a closed triangle mesh; positive when outward oriented."""
     v = np.asarray(vertices, np.float64)[np.asarray(faces)]
     return float(np.einsum("ij,ij->i", v[:, 0], np.cross(v[:, 1], v[:, 2])).sum() / 6.0)
 
 
-def _whole_limb_mean() -> np.ndarray:
-    return np.asarray(load_model()["mean"], np.float64).reshape(3, N_NODES).T
+def volume_centroid(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
+    """(3,) centre of volume (mm, the vertices' frame) of the solid a closed, outward mesh encloses."""
+    v = np.asarray(vertices, np.float64)[np.asarray(faces)]
+    vol = np.einsum("ij,ij->i", v[:, 0], np.cross(v[:, 1], v[:, 2])) / 6.0  # tetrahedra with the origin
+    return (vol[:, None] * v.sum(1) / 4.0).sum(0) / vol.sum()
 
 
 def pelvis_bodies(faces: np.ndarray | None = None) -> np.ndarray:
-    """(1946,) label of the connected body of each pelvis node (3 bodies: two hip bones, sacrum)."""
+    """(1946,) int label (0, 1, 2) of the connected body (hip bone or sacrum) of each pelvis node."""
     from scipy.sparse import coo_matrix
     from scipy.sparse.csgraph import connected_components
 
-    f = pelvis_faces() if faces is None else faces
+    f = pelvis_topology() if faces is None else np.asarray(faces)
     e = np.concatenate([f[:, [0, 1]], f[:, [1, 2]], f[:, [2, 0]]])
     adj = coo_matrix((np.ones(len(e)), (e[:, 0], e[:, 1])), shape=(N_PELVIS, N_PELVIS))
     return connected_components(adj, directed=False)[1]
 
 
-def ras_from_model() -> np.ndarray:
-    """(4, 4) rigid transform from the model frame to RAS+ mm, mean pelvis centroid at the origin.
+def _edges(faces: np.ndarray):
+    """Undirected edges of a closed triangle mesh and, per half-edge, its edge index and opposite vertex.
 
-    Derived from anatomy, not from assumptions about the source frame:
-
-    * right-left: between the centroids of the two hip bones (the two bodies other than
-      the sacrum, which is the body nearest the mid-point); the hip bone next to the
-      femoral head of this LEFT-limb model is the left one;
-    * a rough anterior from the distal femur to the patella (the kneecap is in front of
-      the knee), orthogonal to right-left;
-    * then the anterior pelvic plane (APP), the usual pelvic reference: the most
-      anterior point of the upper half (anterior superior iliac spines) and of the
-      lower half (pubic symphysis region) span the superior axis; anterior is normal
-      to it in the sagittal plane.  A supine patient's APP is roughly coronal.
+    Half-edge ``k`` of face ``f`` runs from ``faces[f, k]`` to ``faces[f, (k + 1) % 3]``;
+    arrays are ordered ``k * m + f``.  Raises ValueError unless every edge has
+    exactly two half-edges (closed, manifold).
     """
-    x = _whole_limb_mean()
-    pelvis, femur, patella = x[:N_PELVIS], x[N_PELVIS:2580], x[2580:2654]
+    a = faces.T.reshape(-1)  # [v0 of all faces, v1 ..., v2 ...]
+    b = np.roll(faces, -1, axis=1).T.reshape(-1)
+    opposite = np.roll(faces, -2, axis=1).T.reshape(-1)
+    edges, edge_of, counts = np.unique(np.sort(np.stack([a, b], 1), axis=1), axis=0, return_inverse=True,
+                                       return_counts=True)
+    if np.any(counts != 2):
+        raise ValueError(f"mesh is not closed and manifold: {int(np.sum(counts != 2))} edges not shared by 2 faces")
+    return edges, edge_of.reshape(-1), opposite
+
+
+def subdivide(vertices: np.ndarray, faces: np.ndarray, levels: int = 2):
+    """Loop subdivision of a closed triangle mesh (NumPy, deterministic); each level splits a triangle in four.
+
+    Edge points are ``3/8 (a + b) + 1/8 (c + d)`` (c, d opposite the edge); an old
+    vertex of valence n moves to ``(1 - n beta) v + beta * sum(neighbours)`` with
+    Loop's ``beta = (5/8 - (3/8 + cos(2 pi / n) / 4)^2) / n``.  The surface gets
+    smoother and shrinks slightly (the LLP26 pelvis loses 2-3 % of its volume).
+
+    Parameters
+    ----------
+    vertices : (n, 3) array, mm, any frame
+    faces : (m, 3) int array, closed manifold
+    levels : int
+        Number of subdivisions, >= 0.  Two take the LLP26 pelvis from 8.5 mm to
+        about 2 mm edges (62208 triangles).
+
+    Returns
+    -------
+    vertices : (n', 3) float64, mm, same frame; the first n are the moved old vertices
+    faces : (4**levels * m, 3) int64, same orientation
+    """
+    if levels < 0:
+        raise ValueError(f"levels must be >= 0, got {levels}")
+    v, f = np.array(vertices, np.float64), np.array(faces, np.int64)
+    for _ in range(int(levels)):
+        n, m = len(v), len(f)
+        edges, edge_of, opposite = _edges(f)
+        a, b = f.T.reshape(-1), np.roll(f, -1, axis=1).T.reshape(-1)
+        # each edge has two half-edges: each adds 3/16 (a + b) + 1/8 (its opposite vertex)
+        contrib = 3.0 / 16.0 * (v[a] + v[b]) + 1.0 / 8.0 * v[opposite]
+        edge_pts = np.stack([np.bincount(edge_of, contrib[:, k], len(edges)) for k in range(3)], 1)
+        ends = np.concatenate([edges[:, 0], edges[:, 1]])
+        others = np.concatenate([edges[:, 1], edges[:, 0]])
+        valence = np.bincount(ends, minlength=n).astype(np.float64)
+        ring = np.stack([np.bincount(ends, v[others, k], n) for k in range(3)], 1)
+        beta = (5.0 / 8.0 - (3.0 / 8.0 + np.cos(2.0 * np.pi / valence) / 4.0) ** 2) / valence
+        v = np.concatenate([(1.0 - valence * beta)[:, None] * v + beta[:, None] * ring, edge_pts])
+        e01, e12, e20 = (n + edge_of[k * m:(k + 1) * m] for k in range(3))
+        f = np.concatenate([np.stack(t, 1) for t in ((f[:, 0], e01, e20), (f[:, 1], e12, e01),
+                                                     (f[:, 2], e20, e12), (e01, e12, e20))])
+    return v, f
+
+
+# --------------------------------------------------------------------------- anatomical frame
+def _split_bodies(v: np.ndarray, body: np.ndarray, femur: np.ndarray) -> dict:
+    """Which body is the sacrum and which hip bone is left, from anatomy alone (any frame).
+
+    * The two hip bones share one mirrored element layout, so they have the same
+      node count; the sacrum is the body with a different count.
+    * LLP26 is a LEFT lower-limb model: its femur articulates with the left hip
+      bone, so the hip bone nearer the femur is the left one.
+    """
+    counts = np.bincount(body)
+    if len(counts) != 3:
+        raise RuntimeError(f"LLP26: expected 3 pelvis bodies, found {len(counts)}")
+    sacrum = [b for b in range(3) if np.sum(counts == counts[b]) == 1]
+    if len(sacrum) != 1:
+        raise RuntimeError(f"LLP26: cannot tell the sacrum from the hip bones (node counts {counts.tolist()})")
+    hips = [b for b in range(3) if b != sacrum[0]]
+    gap = [np.min(np.linalg.norm(v[body == b][:, None] - femur[None, ::4], axis=2)) for b in hips]
+    left, right = (hips[0], hips[1]) if gap[0] < gap[1] else (hips[1], hips[0])
+    return {"sacrum": sacrum[0], "left": left, "right": right, "femur_gap_mm": (min(gap), max(gap))}
+
+
+def _hip_landmarks(v: np.ndarray) -> dict:
+    """Landmarks of one hip bone's vertices ``v`` given in a RAS-like frame (mm).
+
+    ASIS: the most anterior vertex above the bone's centroid; pubic tubercle: the
+    most anterior below it; iliac crest: the highest vertex; ischial tuberosity:
+    the lowest; PSIS: the most posterior vertex above the centroid.
+    """
+    up, low = v[v[:, 2] > v[:, 2].mean()], v[v[:, 2] <= v[:, 2].mean()]
+    return {"asis": up[np.argmax(up[:, 1])], "pubic_tubercle": low[np.argmax(low[:, 1])],
+            "iliac_crest": v[np.argmax(v[:, 2])], "ischial_tuberosity": v[np.argmin(v[:, 2])],
+            "psis": up[np.argmin(up[:, 1])]}
+
+
+def _unit(a: np.ndarray) -> np.ndarray:
+    return a / np.linalg.norm(a)
+
+
+def _app_rotation(v: np.ndarray, labels: dict, body: np.ndarray, rot: np.ndarray, iterations: int = 4):
+    """Refine a rough RAS rotation (rows R, A, S) to the anterior pelvic plane (APP).
+
+    The APP passes through both ASIS and the midpoint of the pubic tubercles.  New
+    +x runs from the left to the right ASIS, +y is the APP normal pointing
+    anterior, +z = x cross y.  Landmarks depend on the frame, so this repeats.
+    """
+    for _ in range(iterations):
+        w = v @ rot.T
+        lm = {side: _hip_landmarks(w[body == labels[side]]) for side in ("left", "right")}
+        x = _unit(lm["right"]["asis"] - lm["left"]["asis"])
+        up = (lm["right"]["asis"] + lm["left"]["asis"]) / 2 - (
+            lm["right"]["pubic_tubercle"] + lm["left"]["pubic_tubercle"]) / 2
+        y = _unit(np.cross(up, x))  # (up x right) points anterior in a right-handed RAS frame
+        z = np.cross(x, y)
+        rot = np.stack([x, y, z]) @ rot  # compose: rows are in the model frame again
+    return rot
+
+
+@lru_cache(maxsize=1)
+def pelvis_ras_transform() -> np.ndarray:
+    """(4, 4) rigid transform, model frame -> anatomical RAS+ mm, of the LLP26 pelvis (read-only).
+
+    ``p_ras = T[:3, :3] @ p_model + T[:3, 3]``.  The rotation is proper (det +1): no
+    mirroring.  The origin is the centre of volume of the mean pelvis (its bone).
+
+    How the axes are decided (from anatomy only; ``python -m engine.phantoms.llp26``
+    prints the checks):
+
+    1. Right-left: the left hip bone is the one the model's LEFT femur articulates
+       with (2 mm away at the hip joint, the other 76 mm); +x points from the left to
+       the right hip bone's centroid.
+    2. Superior: the thigh hangs below the pelvis; +z is the pelvis centroid minus
+       the femur centroid, made orthogonal to x.
+    3. Anterior: y = z cross x (a right-handed frame, so no mirroring).
+    4. Refinement to the anterior pelvic plane (APP, both ASIS and the pubic
+       tubercles; the reference plane of hip surgery and of a supine pelvis with
+       neutral tilt): x through the ASIS, y normal to the APP.  It turns the rough
+       frame by 7.7 degrees (4 iterations; the fourth changes it by 1e-6 degrees).
+
+    Independent checks (not used to build the frame; asserted in the tests), RAS mm
+    of the mean pelvis: the sacrum's centroid (0, -29, 23) is behind the pubic
+    tubercles (+-15, 79, -69) and the ASIS (+-117, 79, 18), which are 137 mm in
+    front of the PSIS (+-49, -59, 34); the iliac crests (+-90, -11, 87) are 205 mm
+    above the ischial tuberosities (+-44, -1, -118); the patella is 35 mm in front
+    of the distal femur; and the left and right landmarks mirror each other across
+    x = 0 to within 3 mm, as a correct left-right axis makes them.  The rotation is
+    10.7 degrees from a DICOM LPS -> RAS flip ``diag(-1, -1, 1)``: the source frame is
+    most likely a CT's LPS patient frame (x to the patient's left, y posterior,
+    z superior: table positions near 1200 mm), with the pelvis tilted a little in it.
+    """
+    x = _nodes(load_llp26_model()["mean"])
+    v, femur = x[:N_PELVIS], x[FEMUR]
     body = pelvis_bodies()
-    cents = np.array([pelvis[body == b].mean(0) for b in range(body.max() + 1)])
-    if len(cents) != 3:
-        raise RuntimeError(f"expected 3 pelvis bodies, found {len(cents)}")
-    sacrum = int(np.argmin(np.linalg.norm(cents - cents.mean(0), axis=1)))
-    hips = [b for b in range(3) if b != sacrum]
-    knee_dir = femur.mean(0) - pelvis.mean(0)  # points down the (left) femur
-    femur_head = femur[np.argsort(femur @ knee_dir)[:50]].mean(0)  # most proximal femur nodes
-    left = min(hips, key=lambda b: np.linalg.norm(cents[b] - femur_head))
-    right_b = hips[0] if hips[1] == left else hips[1]
-    right = cents[right_b] - cents[left]
-    right /= np.linalg.norm(right)
-    knee = femur[np.linalg.norm(femur - patella.mean(0), axis=1) < 60.0]
-    ant = patella.mean(0) - knee.mean(0)
-    ant -= (ant @ right) * right
-    ant /= np.linalg.norm(ant)
-    sup = np.cross(right, ant)
-    hs = pelvis @ sup
-    upper, lower = pelvis[hs > np.median(hs)], pelvis[hs <= np.median(hs)]
-    asis, pubis = upper[np.argmax(upper @ ant)], lower[np.argmax(lower @ ant)]
-    sup = asis - pubis
-    sup -= (sup @ right) * right
-    sup /= np.linalg.norm(sup)
-    ant = np.cross(sup, right)
-    rot = np.stack([right, ant, sup])  # rows: R, A, S axes in model coordinates; det +1
-    if np.linalg.det(rot) < 0.999:
+    labels = _split_bodies(v, body, femur)  # sacrum by node count; left hip bone touches the (left) femur
+    right = _unit(v[body == labels["right"]].mean(0) - v[body == labels["left"]].mean(0))
+    sup = v.mean(0) - femur.mean(0)  # the thigh is below the pelvis
+    sup = _unit(sup - (sup @ right) * right)
+    ant = np.cross(sup, right)  # right-handed: S x R = A.  Not from the sacrum, so "sacrum posterior" is a check
+    rot = _app_rotation(v, labels, body, np.stack([right, ant, sup]))  # level the ASIS, APP vertical
+    if abs(np.linalg.det(rot) - 1.0) > 1e-9:
         raise RuntimeError("LLP26 orientation: the derived frame is not a proper rotation")
-    out = np.eye(4)
-    out[:3, :3] = rot
-    out[:3, 3] = -rot @ pelvis.mean(0)
+    t = np.eye(4)
+    t[:3, :3] = rot
+    t[:3, 3] = -rot @ volume_centroid(v, pelvis_topology())
+    t.setflags(write=False)
+    return t
+
+
+def pelvis_to_ras(vertices: np.ndarray) -> np.ndarray:
+    """Model-frame vertices (n, 3) mm -> anatomical RAS+ mm (mean pelvis centred on the origin)."""
+    t = pelvis_ras_transform()
+    return np.asarray(vertices, np.float64) @ t[:3, :3].T + t[:3, 3]
+
+
+def pelvis_landmarks(vertices_ras: np.ndarray | None = None) -> dict:
+    """Named landmarks (3,) in RAS+ mm of a pelvis given in RAS (default: the mean pelvis).
+
+    Keys ``"<landmark>_<side>"`` for ``asis``, ``pubic_tubercle``, ``iliac_crest``,
+    ``ischial_tuberosity``, ``psis`` on the ``left`` and ``right`` hip bones, plus
+    ``sacrum_centroid``, ``left_hip_centroid``, ``right_hip_centroid`` (vertex means).
+    Landmarks are extreme vertices (see :func:`_hip_landmarks`), so they are exact
+    only to the 8.5 mm node spacing.
+    """
+    v = pelvis_to_ras(pelvis_mean_vertices()) if vertices_ras is None else np.asarray(vertices_ras, np.float64)
+    body = pelvis_bodies()
+    labels = _split_bodies(pelvis_mean_vertices(), body, _nodes(load_llp26_model()["mean"])[FEMUR])
+    out = {}
+    for side in ("left", "right"):
+        for k, p in _hip_landmarks(v[body == labels[side]]).items():
+            out[f"{k}_{side}"] = p
+        out[f"{side}_hip_centroid"] = v[body == labels[side]].mean(0)
+    out["sacrum_centroid"] = v[body == labels["sacrum"]].mean(0)
     return out
 
 
-def to_ras(vertices: np.ndarray) -> np.ndarray:
-    """Model-frame vertices (mm) -> RAS+ mm with the mean pelvis centroid at the origin."""
-    t = ras_from_model()
-    return np.asarray(vertices, np.float64) @ t[:3, :3].T + t[:3, 3]
+def orientation_report() -> str:
+    """Text with the landmark checks behind :func:`pelvis_ras_transform` (RAS mm)."""
+    t = pelvis_ras_transform()
+    x = pelvis_to_ras(_nodes(load_llp26_model()["mean"]))
+    femur, patella = x[FEMUR], x[PATELLA]
+    v = pelvis_mean_vertices()
+    labels = _split_bodies(v, pelvis_bodies(), _nodes(load_llp26_model()["mean"])[FEMUR])
+    lm = pelvis_landmarks()
+    lines = ["rotation (rows R, A, S in model coordinates):", np.array2string(t[:3, :3], precision=3),
+             f"det {np.linalg.det(t[:3, :3]):+.6f}; angle to the LPS->RAS flip diag(-1,-1,1): "
+             f"{np.degrees(np.arccos((np.trace(np.diag([-1, -1, 1.0]) @ t[:3, :3].T) - 1) / 2)):.1f} deg",
+             "femur gap to left / right hip bone: {:.1f} / {:.1f} mm".format(*labels["femur_gap_mm"]),
+             "landmarks (RAS mm):"]
+    lines += [f"  {k:26s} {np.array2string(p, precision=1, suppress_small=True)}" for k, p in lm.items()]
+    knee = femur[np.argsort(femur[:, 2])[:60]].mean(0)  # distal femur (condyles)
+    lines += [f"  {'patella_centroid':26s} {np.array2string(patella.mean(0), precision=1)}",
+              f"  {'distal_femur':26s} {np.array2string(knee, precision=1)}",
+              f"  {'femur_centroid':26s} {np.array2string(femur.mean(0), precision=1)}"]
+    return "\n".join(lines)
+
+
+# earlier names, still used by tests/test_views.py
+mean_pelvis = pelvis_mean_vertices
+to_ras = pelvis_to_ras
+
+if __name__ == "__main__":
+    print(orientation_report())
