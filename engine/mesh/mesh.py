@@ -206,12 +206,17 @@ def from_labels(labels, label, world_from_index, *, decimate_to: int | None = No
         return make_mesh(world, faces, name=name or f"label {label}")
 
 
-def _largest_component(faces: np.ndarray) -> np.ndarray:
+def vertex_components(faces, n_vertices: int | None = None) -> np.ndarray:
+    """(n_vertices,) label of the connected surface (through shared edges) each vertex belongs to."""
     from scipy.sparse import coo_matrix
     from scipy.sparse.csgraph import connected_components
 
-    n = int(faces.max()) + 1
-    e = np.concatenate([faces[:, [0, 1]], faces[:, [1, 2]]])
-    _, comp = connected_components(coo_matrix((np.ones(len(e)), (e[:, 0], e[:, 1])), shape=(n, n)), directed=False)
-    face_comp = comp[faces[:, 0]]
+    f = np.asarray(faces)
+    n = int(f.max()) + 1 if n_vertices is None else int(n_vertices)
+    e = np.concatenate([f[:, [0, 1]], f[:, [1, 2]], f[:, [2, 0]]])
+    return connected_components(coo_matrix((np.ones(len(e)), (e[:, 0], e[:, 1])), shape=(n, n)), directed=False)[1]
+
+
+def _largest_component(faces: np.ndarray) -> np.ndarray:
+    face_comp = vertex_components(faces)[faces[:, 0]]
     return faces[face_comp == np.bincount(face_comp).argmax()]

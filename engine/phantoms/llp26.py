@@ -26,6 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..mesh.mesh import signed_volume, vertex_components
+
 N_NODES = 3225  # nodes of the whole lower-limb model
 N_PELVIS = 1946  # nodes 0..1945: the pelvis (two hip bones + sacrum)
 N_FACES = 3888  # triangles of the pelvis surface
@@ -243,12 +245,6 @@ def pelvis_topology() -> np.ndarray:
     return faces
 
 
-def signed_volume(vertices: np.ndarray, faces: np.ndarray) -> float:
-    """Signed volume (mm^3) enclosed by a closed triangle mesh; positive when outward oriented."""
-    v = np.asarray(vertices, np.float64)[np.asarray(faces)]
-    return float(np.einsum("ij,ij->i", v[:, 0], np.cross(v[:, 1], v[:, 2])).sum() / 6.0)
-
-
 def volume_centroid(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
     """(3,) centre of volume (mm, the vertices' frame) of the solid a closed, outward mesh encloses."""
     v = np.asarray(vertices, np.float64)[np.asarray(faces)]
@@ -258,13 +254,7 @@ def volume_centroid(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
 
 def pelvis_bodies(faces: np.ndarray | None = None) -> np.ndarray:
     """(1946,) int label (0, 1, 2) of the connected body (hip bone or sacrum) of each pelvis node."""
-    from scipy.sparse import coo_matrix
-    from scipy.sparse.csgraph import connected_components
-
-    f = pelvis_topology() if faces is None else np.asarray(faces)
-    e = np.concatenate([f[:, [0, 1]], f[:, [1, 2]], f[:, [2, 0]]])
-    adj = coo_matrix((np.ones(len(e)), (e[:, 0], e[:, 1])), shape=(N_PELVIS, N_PELVIS))
-    return connected_components(adj, directed=False)[1]
+    return vertex_components(pelvis_topology() if faces is None else faces, N_PELVIS)
 
 
 def _edges(faces: np.ndarray):

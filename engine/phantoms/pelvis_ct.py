@@ -58,13 +58,9 @@ def pelvis_mesh(subdivisions: int = SUBDIVISIONS):
 
 def _mesh_bodies(faces: np.ndarray) -> list:
     """Faces of each connected body (closed surface) of a mesh, as a list of (k, 3) arrays."""
-    from scipy.sparse import coo_matrix
-    from scipy.sparse.csgraph import connected_components
+    from ..mesh.mesh import vertex_components
 
-    n = int(faces.max()) + 1
-    e = np.concatenate([faces[:, [0, 1]], faces[:, [1, 2]]])
-    label = connected_components(coo_matrix((np.ones(len(e)), (e[:, 0], e[:, 1])), shape=(n, n)),
-                                 directed=False)[1]
+    label = vertex_components(faces)
     return [faces[label[faces[:, 0]] == b] for b in np.unique(label[faces[:, 0]])]
 
 
