@@ -30,8 +30,9 @@ from .mesh import Mesh
 STACK = 64
 
 
-def _make_kernels(ti, real, max_hits):
+def _make_kernels(ti, real, n_mat):
     vec3 = ti.types.vector(3, real)
+    vec_m = ti.types.vector(n_mat, real)
 
     @ti.func
     def owned(ex, ey, s):
@@ -93,6 +94,7 @@ def _make_kernels(ti, real, max_hits):
             stack = ti.Vector([0] * STACK, ti.i32)
             sp = 1
             nh = 0
+            acc = vec_m(0.0)  # per-material length of this ray, written once
             while sp > 0:
                 sp -= 1
                 node = stack[sp]
@@ -114,7 +116,9 @@ def _make_kernels(ti, real, max_hits):
                             if t > 0 and t <= 1:
                                 n = (verts[i[1]] - verts[i[0]]).cross(verts[i[2]] - verts[i[0]])
                                 sgn = 1.0 if n.dot(d) > 0 else -1.0
-                                out[vi, face_mat[f], r, c] += sgn * t * dlen
+                                for m in ti.static(range(n_mat)):
+                                    if face_mat[f] == m:
+                                        acc[m] += sgn * t * dlen
                                 if nh < hit_tri.shape[3]:
                                     hit_tri[vi, r, c, nh] = f
                                 nh += 1
@@ -125,6 +129,8 @@ def _make_kernels(ti, real, max_hits):
                     else:
                         overflow = 1
             hit_n[vi, r, c] = nh
+            for m in ti.static(range(n_mat)):
+                out[vi, m, r, c] = acc[m]
             if nh > hit_tri.shape[3]:
                 overflow = 1
         return overflow
@@ -202,7 +208,7 @@ class MeshProjector:
         self._count.from_numpy(self.bvh.count.astype(np.int32))
         self._order.from_numpy(self.bvh.order.astype(np.int32))
         self.max_hits = int(max_hits)
-        self._trace, self._hit_lengths = _make_kernels(ti, self.real, self.max_hits)
+        self._trace, self._hit_lengths = _make_kernels(ti, self.real, len(self.materials))
         self._loss = ti.field(self.real, shape=(), needs_grad=True)
         self._bufs = None
         self._last = None
@@ -258,7 +264,6 @@ class MeshProjector:
         if any((c.rows, c.cols) != (rows, cols) for c in cams):
             raise ValueError("all cameras of a batch must share the detector shape")
         out, _, hit_tri, hit_n = self._buffers(len(cams), rows, cols)
-        out.fill(0)
         views = np.ascontiguousarray(self._views(cams), dtype=np.float64 if self.real == self._ti.f64 else np.float32)
         overflow = self._trace(self._verts, self._faces, self._face_mat, self._lo, self._hi, self._right,
                                self._start, self._count, self._order, views, len(cams), out, hit_tri, hit_n)
