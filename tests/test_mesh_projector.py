@@ -204,3 +204,33 @@ def test_rays_exactly_through_vertices_count_once(precision):
             cam = from_source_detector(source=c - 100 * n, detector_center=c + 100 * n, u_axis=u, v_axis=v,
                                        rows=1, cols=1, pixel_size=1.0)
             assert mp(cam)[0, 0, 0] == pytest.approx(24.0, rel=1e-6), (axis, sign)
+
+
+def test_soft_edges_let_outlines_feel_the_target_and_match_finite_differences():
+    """Grow a sphere towards a bigger target: with sharp edges a loss living only outside the current outline
+    gives no gradient; with soft edges it does, and it matches central differences of the same soft renderer."""
+    base = icosphere(1.0, 3)
+    cam = carm(sid=300, sdd=500, rows=40, cols=40, pixel_size=1.5)
+    src, tgt = cam.rays()
+    outside = sphere_chord(src, tgt, 16.5) == 0  # pixels outside the rendered outline (radius 15 mm)
+    ring = outside & (sphere_chord(src, tgt, 19.0) > 0)
+
+    for sigma in (0.0, 2.0):
+        mp = MeshProjector(make_mesh(base.vertices * 15.0, base.faces), "bone", precision=64, soft_sigma_px=sigma)
+        target = ring[None] * 5.0  # bone the model does not cover yet, just outside its outline
+
+        def loss(radius):
+            mp.set_vertices(base.vertices * radius)
+            return float((((mp(cam) - target) * ring[None]) ** 2).sum())
+
+        f0 = loss(15.0)
+        img = mp(cam)
+        g_vertices = mp.vjp(2 * (img - target) * ring[None])
+        dloss_dradius = float((g_vertices * base.vertices).sum())  # vertices = radius * unit sphere
+        h = 1e-4
+        fd = (loss(15.0 + h) - loss(15.0 - h)) / (2 * h)
+        if sigma == 0:
+            assert dloss_dradius == 0.0 and abs(fd) < 1e-6 * f0  # blind: nothing covers the ring yet
+        else:
+            assert dloss_dradius < 0  # growing the sphere reduces the loss
+            assert dloss_dradius == pytest.approx(fd, rel=1e-4)

@@ -14,9 +14,19 @@ is counted once: no cracks, no double counting.
 
 Gradients: hits are recorded in the forward pass; :meth:`MeshProjector.vjp`
 differentiates the path lengths over the recorded hits (Taichi autodiff of a
-plain kernel, exact for the hit set).  That is the intersection derivative: it
-moves the crossing points, and it is blind to outlines moving across pixels
-(silhouettes); a soft-edge term is still to be added.
+plain kernel, exact for the hit set).  That is the intersection derivative.  The
+path length of a closed mesh is continuous across its own outline (it falls to 0
+there), so this is the true derivative almost everywhere, but its support is the
+set of rays that hit the mesh now: a pixel just outside the outline, where a
+target image still has bone, sends no gradient, and an optimiser cannot grow the
+outline towards it.
+
+Soft edges (``soft_sigma_px > 0``): the images are convolved with a Gaussian of that
+width (pixels, zero padding) and the VJP convolves the incoming gradient with the
+same kernel (it is self-adjoint), so pixels up to ~3 sigma outside the outline pull
+on the vertices that form it.  This is image-space softening (a blurred distance
+map, as in coarse-to-fine silhouette losses), not a geometric soft rasteriser: it
+trades detail for reach; lower sigma as the fit converges.
 """
 import math
 
@@ -169,11 +179,14 @@ class MeshProjector:
         at least 2 triangles per wall it crosses).
     precision : 32 or 64
         Float type of the vertex field and kernel arithmetic (64 for gradient checks).
+    soft_sigma_px : float
+        Soft edges: Gaussian width in pixels (0 = sharp); see the module doc.
 
     Build once (topology fixed), then :meth:`set_vertices` each step and call.
     """
 
-    def __init__(self, meshes, materials, *, max_hits: int = 32, precision: int = 32, leaf_size: int = 4):
+    def __init__(self, meshes, materials, *, max_hits: int = 32, precision: int = 32, leaf_size: int = 4,
+                 soft_sigma_px: float = 0.0):
         meshes = [meshes] if isinstance(meshes, Mesh) else list(meshes)
         materials = [materials] if isinstance(materials, str) else list(materials)
         if not meshes or len(meshes) != len(materials):
@@ -208,6 +221,9 @@ class MeshProjector:
         self._count.from_numpy(self.bvh.count.astype(np.int32))
         self._order.from_numpy(self.bvh.order.astype(np.int32))
         self.max_hits = int(max_hits)
+        if not soft_sigma_px >= 0:
+            raise ValueError(f"soft_sigma_px must be >= 0, got {soft_sigma_px}")
+        self.soft_sigma_px = float(soft_sigma_px)
         self._trace, self._hit_lengths = _make_kernels(ti, self.real, len(self.materials))
         self._loss = ti.field(self.real, shape=(), needs_grad=True)
         self._bufs = None
@@ -271,8 +287,17 @@ class MeshProjector:
             raise RuntimeError(f"a ray hit more than max_hits={self.max_hits} triangles or the BVH is deeper than "
                                f"{STACK}: build the MeshProjector with a larger max_hits")
         self._last = (views, len(cams))
-        img = out.to_numpy()  # float32, or float64 with precision=64
+        img = self._soften(out.to_numpy())  # float32, or float64 with precision=64
         return img[0] if single else img
+
+    def _soften(self, img: np.ndarray) -> np.ndarray:
+        """Gaussian blur over (rows, cols) of an (n, M, rows, cols) stack; identity when soft_sigma_px == 0."""
+        if self.soft_sigma_px == 0:
+            return img
+        from scipy.ndimage import gaussian_filter
+
+        return gaussian_filter(img, sigma=(0, 0, self.soft_sigma_px, self.soft_sigma_px), mode="constant",
+                               truncate=4.0)
 
     def vjp(self, grad_lengths) -> np.ndarray:
         """d(loss)/d(vertices), (V, 3), for d(loss)/d(path lengths) of the last call (same shape as its output).
@@ -287,6 +312,7 @@ class MeshProjector:
             g = g[None]
         if g.shape != grad.shape:
             raise ValueError(f"gradient shape {g.shape} differs from the output's {grad.shape}")
+        g = self._soften(g)  # the zero-padded symmetric blur is its own adjoint
         grad.from_numpy(g.astype(np.float64 if self.real == self._ti.f64 else np.float32))
         self._verts.grad.fill(0)
         self._loss[None] = 0
