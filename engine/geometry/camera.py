@@ -171,6 +171,14 @@ class Camera:
         return (foot + ((u - cu) * self.pixel_size)[..., None] * self.u_axis
                 + ((v - cv) * self.pixel_size)[..., None] * self.v_axis)
 
+    def pixel_grid(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(source, centre of pixel [0, 0], step per column, step per row): world mm, each (3,).
+
+        The centre of pixel [r, c] is ``p00 + c * du + r * dv``; kernels build their rays from these.
+        """
+        return (self.source, self.detector_point(0.0, 0.0), self.u_axis * self.pixel_size,
+                self.v_axis * self.pixel_size)
+
     @property
     def detector_center(self) -> np.ndarray:
         """(3,) world position of the centre of the detector (mm)."""

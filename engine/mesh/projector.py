@@ -265,8 +265,7 @@ class MeshProjector:
     def _views(cams) -> np.ndarray:
         out = np.empty((len(cams), 4, 3), np.float64)
         for i, cam in enumerate(cams):
-            out[i] = (cam.source, cam.detector_point(0.0, 0.0), cam.u_axis * cam.pixel_size,
-                      cam.v_axis * cam.pixel_size)
+            out[i] = cam.pixel_grid()
         return out
 
     def __call__(self, cameras) -> np.ndarray:

@@ -230,11 +230,8 @@ class VolumeProjector:
         a = self._index_from_world
         out = np.empty((len(cams), 4, 3), np.float32)
         for i, cam in enumerate(cams):
-            src = a[:3, :3] @ cam.source + a[:3, 3]
-            p00 = a[:3, :3] @ cam.detector_point(0.0, 0.0) + a[:3, 3]
-            du = a[:3, :3] @ (cam.u_axis * cam.pixel_size)
-            dv = a[:3, :3] @ (cam.v_axis * cam.pixel_size)
-            out[i] = (src, p00, du, dv)
+            src, p00, du, dv = cam.pixel_grid()
+            out[i] = (a[:3, :3] @ src + a[:3, 3], a[:3, :3] @ p00 + a[:3, 3], a[:3, :3] @ du, a[:3, :3] @ dv)
         return out
 
     def sees_volume(self, cam: Camera) -> bool:
