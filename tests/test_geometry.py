@@ -144,3 +144,22 @@ def test_bad_geometry_is_rejected(tmp_path):
     (tmp_path / "bad.json").write_text("{not json")
     with pytest.raises(ValueError, match="JSON"):
         Camera.from_json(tmp_path / "bad.json")
+
+
+def test_binned_camera_sees_the_same_points():
+    from engine.geometry import bin_image
+
+    cam = carm(primary=20.0, secondary=-10.0, rows=240, cols=200, pixel_size=0.5,
+                      isocenter=(5.0, -3.0, 10.0)).replace(principal_point=(90.3, 130.7))
+    pts = np.random.default_rng(0).normal(0, 60, (50, 3))
+    fine = cam.project_points(pts)
+    for f in (2, 4, 8):
+        b = cam.binned(f)
+        assert (b.rows, b.cols, b.pixel_size) == (240 // f, 200 // f, 0.5 * f)
+        # the bin containing fine pixels f*i .. f*i+f-1 has centre (f*i + (f-1)/2) in fine coordinates
+        assert np.allclose(b.project_points(pts), (fine + 0.5) / f - 0.5, atol=1e-9)
+        assert np.allclose(b.detector_point(0, 0), cam.detector_point((f - 1) / 2, (f - 1) / 2))
+    img = np.arange(24.0).reshape(4, 6)
+    assert np.array_equal(bin_image(img, 2), [[3.5, 5.5, 7.5], [15.5, 17.5, 19.5]])
+    with pytest.raises(ValueError, match="bin factor"):
+        cam.binned(0)

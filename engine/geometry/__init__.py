@@ -2,7 +2,7 @@
 
 World frame: the CT patient frame, RAS+, mm.  See :mod:`engine.geometry.camera`.
 """
-from .camera import Camera, from_source_detector
+from .camera import Camera, bin_image, from_source_detector
 from .carm import carm, carm_rotation
 
-__all__ = ["Camera", "carm", "carm_rotation", "from_source_detector"]
+__all__ = ["Camera", "bin_image", "carm", "carm_rotation", "from_source_detector"]

@@ -225,6 +225,20 @@ class Camera:
         t = _as_rigid(world_from_world)
         return self.replace(camera_from_world=self.camera_from_world @ np.linalg.inv(t))
 
+    def binned(self, factor: int) -> "Camera":
+        """The detector read out in ``factor x factor`` bins: ``rows // factor`` x ``cols // factor`` pixels of
+        ``factor * pixel_size`` mm covering the same area (trailing rows/columns that do not fill a bin are
+        dropped, as :func:`bin_image` does).  Used for coarse-to-fine optimisation."""
+        f = int(factor)
+        if f < 1 or f != factor:
+            raise ValueError(f"bin factor must be a positive integer, got {factor!r}")
+        if self.rows < f or self.cols < f:
+            raise ValueError(f"cannot bin a {self.rows}x{self.cols} detector by {f}")
+        cu, cv = self.principal_point
+        # pixel centre u maps to (u + 0.5) / f - 0.5 in bin coordinates
+        return self.replace(rows=self.rows // f, cols=self.cols // f, pixel_size=self.pixel_size * f,
+                            principal_point=((cu + 0.5) / f - 0.5, (cv + 0.5) / f - 0.5))
+
     def replace(self, **changes) -> "Camera":
         """A copy with some fields changed (dataclasses.replace)."""
         import dataclasses
@@ -294,6 +308,15 @@ class Camera:
         s = np.array2string(self.source, precision=2, separator=", ")
         return (f"Camera(rows={self.rows}, cols={self.cols}, pixel_size={self.pixel_size:g}, "
                 f"sdd={self.sdd:g}, mirrored={self.mirrored}, source={s})")
+
+
+def bin_image(image, factor: int) -> np.ndarray:
+    """Mean of ``factor x factor`` pixel blocks over the last two axes (the image of :meth:`Camera.binned`)."""
+    f = int(factor)
+    a = np.asarray(image)
+    r, c = a.shape[-2] // f, a.shape[-1] // f
+    a = a[..., :r * f, :c * f]
+    return a.reshape(*a.shape[:-2], r, f, c, f).mean(axis=(-3, -1))
 
 
 def from_source_detector(*, source, detector_center, u_axis, v_axis, rows: int, cols: int,
