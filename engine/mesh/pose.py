@@ -38,3 +38,25 @@ def pose_gradient(world_vertices, vertex_grad, center=(0.0, 0.0, 0.0)):
     x = np.asarray(world_vertices, np.float64) - np.asarray(center, np.float64)
     g = np.asarray(vertex_grad, np.float64)
     return np.cross(x, g).sum(axis=0), g.sum(axis=0)
+
+
+def _skew(w) -> np.ndarray:
+    return np.array([[0, -w[2], w[1]], [w[2], 0, -w[0]], [-w[1], w[0], 0]], np.float64)
+
+
+def rotation_jacobian(rotvec) -> np.ndarray:
+    """(3, 3, 3): ``J[i] = dR/d rotvec_i`` of :func:`rotation_from_vector`.
+
+    The closed form of G. Gallego and A. Yezzi, "A compact formula for the
+    derivative of a 3-D rotation in exponential coordinates", J Math Imaging Vis
+    51, 2015: ``dR/dv_i = (v_i [v]x + [v x (I - R) e_i]x) R / |v|^2``, and
+    ``[e_i]x`` at ``v = 0``.
+    """
+    v = np.asarray(rotvec, np.float64)
+    e = np.eye(3)
+    n2 = float(v @ v)
+    if n2 < 1e-20:
+        return np.stack([_skew(e[i]) for i in range(3)])
+    r = rotation_from_vector(v)
+    vx = _skew(v)
+    return np.stack([(v[i] * vx + _skew(np.cross(v, (e - r) @ e[i]))) @ r / n2 for i in range(3)])
