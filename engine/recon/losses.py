@@ -63,9 +63,10 @@ class NCC:
     def __init__(self, weights=None):
         self.weights = None if weights is None else np.asarray(weights, np.float64)
 
-    def _ncc(self, a, b):
-        """NCC of two images and its gradient with respect to ``a`` (weighted)."""
-        w = np.ones_like(a) if self.weights is None else np.broadcast_to(self.weights, a.shape)
+    def _ncc(self, a, b, w=None):
+        """NCC of two images and its gradient with respect to ``a`` (weighted by ``w`` and the loss' weights)."""
+        w = np.ones_like(a) if w is None else w
+        w = w if self.weights is None else w * np.broadcast_to(self.weights, a.shape)
         wn = w / w.sum()
         ac, bc = a - (wn * a).sum(), b - (wn * b).sum()
         na, nb = np.sqrt((wn * ac ** 2).sum()), np.sqrt((wn * bc ** 2).sum())
@@ -96,11 +97,13 @@ class GradientNCC(NCC):
     def __call__(self, rendered, target):
         r, t = _views(rendered), _views(target)
         val, grad = 0.0, np.zeros_like(r)
+        interior = np.zeros(r.shape[1:])
+        interior[1:-1, 1:-1] = 1.0  # the border's gradients would see the zero padding
         for i in range(len(r)):
             for k in (_SOBEL, _SOBEL.T):
                 a = ndimage.correlate(r[i], k, mode="constant")
                 b = ndimage.correlate(t[i], k, mode="constant")
-                v, ga = self._ncc(a, b)
+                v, ga = self._ncc(a, b, interior)
                 val += v
                 grad[i] += ndimage.convolve(ga, k, mode="constant")  # adjoint of zero-padded correlation
         n = 2 * len(r)
