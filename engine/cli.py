@@ -152,9 +152,12 @@ def _detector_image(args, proj, cam):
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="engine", description="Differentiable X-ray simulation engine (Taichi). "
-        "Run 'engine drr --help' for DRR rendering.")
+        "Run 'engine COMMAND --help' for one command's options.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     _add_drr(sub)
+    from .cli_shape import add_commands
+
+    add_commands(sub)
     return parser
 
 

@@ -64,3 +64,32 @@ def save_image(path, img: np.ndarray, window=None) -> list[Path]:
         imsave(p, window_to_uint8(sl, window), check_contrast=False)
         out.append(p)
     return out
+
+
+def load_image(path) -> np.ndarray:
+    """Read a 2D image as float64: NPY or TIFF as stored (physical values), PNG as grey levels 0..255.
+
+    Raises ValueError naming the problem for other formats, stacks and colour images.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"image not found: {p}")
+    fmt = output_format(p)
+    try:
+        if fmt == ".npy":
+            img = np.load(p, allow_pickle=False)
+        elif fmt in (".tif", ".tiff"):
+            import tifffile
+
+            img = tifffile.imread(p)
+        else:
+            from PIL import Image
+
+            with Image.open(p) as im:
+                img = np.asarray(im.convert("F") if im.mode in ("L", "I", "I;16", "F") else im)
+    except (ValueError, OSError) as e:
+        raise ValueError(f"{p}: not a readable {fmt[1:].upper()} image ({e})") from None
+    img = np.asarray(img, np.float64)
+    if img.ndim != 2:
+        raise ValueError(f"{p}: expected a single grey image, got an array of shape {img.shape}")
+    return img

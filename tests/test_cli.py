@@ -76,3 +76,36 @@ def test_drr_physics_options(small_ct, tmp_path):
     np.testing.assert_array_equal(np.load(tmp_path / "n1.npy"), np.load(tmp_path / "n2.npy"))
     assert main(["drr", *base, "--mono", "60", "--kvp", "90", "--out", str(tmp_path / "x.npy")]) == 2
     assert main(["drr", *base, "--mono", "60", "--materials", "--out", str(tmp_path / "x.npy")]) == 2
+
+
+def test_ssm_build_and_reconstruct_cli(tmp_path, capsys):
+    """engine ssm build --llp26, then engine reconstruct from two rendered views (small, fast)."""
+    import engine
+    from engine.cli import main
+    from engine.mesh import MeshProjector, load_mesh
+    from engine.ssm import ShapeModel
+    from engine import metrics
+
+    model_path = tmp_path / "pelvis.npz"
+    assert main(["ssm", "build", "--llp26", "--out", str(model_path), "--variance", "0.9"]) == 0
+    model = ShapeModel.load(model_path)
+    assert 5 <= model.n_modes < 25 and model.info["explained_variance"] >= 0.9
+    truth = model.subdivided(1).mesh([1.0, -0.5])
+    cams = [engine.carm(primary=a, sid=700, sdd=1000, rows=96, cols=96, pixel_size=5.0) for a in (0, 90)]
+    args = []
+    for i, cam in enumerate(cams):
+        np.save(tmp_path / f"t{i}.npy", MeshProjector(truth, "bone")(cam)[0])
+        (tmp_path / f"c{i}.json").write_text(cam.to_json())
+        args += ["--camera", str(tmp_path / f"c{i}.json")]
+    out = tmp_path / "recon.ply"
+    code = main(["reconstruct", str(tmp_path / "t0.npy"), str(tmp_path / "t1.npy"), *args, "--model",
+                 str(model_path), "--out", str(out), "--target", "line-integral", "--quiet",
+                 "--init-translation", "5", "-8", "6", "--overlay", str(tmp_path / "ov.png"),
+                 "--result", str(tmp_path / "r.json")])
+    assert code == 0 and (tmp_path / "ov.png").is_file() and (tmp_path / "r.json").is_file()
+    assert metrics.assd(load_mesh(out), truth) < 1.0
+    capsys.readouterr()
+    assert main(["reconstruct", str(tmp_path / "t0.npy"), "--camera", str(tmp_path / "c0.json"), "--camera",
+                 str(tmp_path / "c1.json"), "--model", str(model_path), "--out", str(out)]) == 2
+    assert "one --camera each" in capsys.readouterr().err
+    assert main(["ssm", "build", "--out", str(model_path)]) == 2
