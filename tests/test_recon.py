@@ -5,7 +5,7 @@ import pytest
 
 import engine
 from engine.mesh.pose import rotation_from_vector
-from engine.recon import GradientNCC, MSE, NCC, Objective, ShapePose, Silhouette, line_integral, reconstruct
+from engine.recon import BandpassNCC, GradientNCC, MSE, NCC, Objective, ShapePose, Silhouette, line_integral, reconstruct
 from engine.ssm import load_pelvis_model
 
 
@@ -19,7 +19,7 @@ def _fd_check(f, grad, x, rng, n_dirs=3, h=1e-5, rtol=1e-5):
 
 
 @pytest.mark.parametrize("loss", [MSE(), NCC(), NCC(weights=np.linspace(0, 1, 24)[None, :] * np.ones((20, 1))),
-                                  GradientNCC(), Silhouette(tau=1.5)])
+                                  GradientNCC(), BandpassNCC(sigma_px=4.0), Silhouette(tau=1.5)])
 def test_loss_gradients(loss):
     rng = np.random.default_rng(1)
     a = np.abs(rng.standard_normal((2, 20, 24))) * 3
@@ -36,6 +36,7 @@ def test_ncc_is_gain_and_offset_invariant():
     a = rng.random((16, 16))
     assert NCC()(a, 3.0 * a + 7.0)[0] == pytest.approx(0.0, abs=1e-12)
     assert GradientNCC()(a, 2.0 * a + 1.0)[0] == pytest.approx(0.0, abs=1e-12)
+    assert BandpassNCC(3.0)(a, 2.0 * a + 1.0)[0] == pytest.approx(0.0, abs=1e-12)
     assert NCC()(a, -a)[0] == pytest.approx(2.0)
     with pytest.raises(ValueError, match="positive"):
         line_integral(np.zeros((4, 4)))
@@ -74,7 +75,7 @@ def small_problem():
     return model, cams, target
 
 
-@pytest.mark.parametrize("loss", ["ncc", "gncc", "mse"])
+@pytest.mark.parametrize("loss", ["ncc", "gncc", "bncc", "mse"])
 def test_objective_gradient_end_to_end(small_problem, loss):
     """d(loss + prior)/d(coefficients, pose, scale, free vertices) through the renderer, against central FD."""
     model, cams, target = small_problem

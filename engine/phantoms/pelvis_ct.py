@@ -44,16 +44,17 @@ DESCRIP = b"LLP26 mean pelvis phantom; shape MPL-2.0 (assets/LICENSE-LLP26.txt)"
 
 
 # --------------------------------------------------------------------------- geometry
-def pelvis_mesh(subdivisions: int = SUBDIVISIONS):
-    """The voxelised bone surface: mean LLP26 pelvis, RAS+ mm, Loop-subdivided.
+def pelvis_mesh(subdivisions: int = SUBDIVISIONS, coarse_vertices=None):
+    """The voxelised bone surface: mean LLP26 pelvis (or ``coarse_vertices``, (1946, 3) RAS+ mm in
+    correspondence, e.g. one subject), RAS+ mm, Loop-subdivided.
 
     Returns
     -------
     vertices : (n, 3) float64, RAS+ mm, centre of the bone's volume at the origin
     faces : (m, 3) int64, outward oriented; three closed bodies (two hip bones, sacrum)
     """
-    return llp26.subdivide(llp26.pelvis_to_ras(llp26.pelvis_mean_vertices()), llp26.pelvis_topology(),
-                           subdivisions)
+    v = llp26.pelvis_to_ras(llp26.pelvis_mean_vertices()) if coarse_vertices is None else coarse_vertices
+    return llp26.subdivide(v, llp26.pelvis_topology(), subdivisions)
 
 
 def _mesh_bodies(faces: np.ndarray) -> list:
@@ -257,8 +258,8 @@ def _gas_distance(x, y, z, pockets: list) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------- the phantom
-def make_pelvis_phantom(spacing_mm: float = SPACING_MM, seed: int = 0):
-    """Voxelise the pelvis phantom.
+def make_pelvis_phantom(spacing_mm: float = SPACING_MM, seed: int = 0, coarse_vertices=None):
+    """Voxelise the pelvis phantom (the mean pelvis, or another LLP26 pelvis given by ``coarse_vertices``).
 
     Parameters
     ----------
@@ -266,6 +267,9 @@ def make_pelvis_phantom(spacing_mm: float = SPACING_MM, seed: int = 0):
         Isotropic voxel size, mm.  The shipped asset uses :data:`SPACING_MM`.
     seed : int
         Seed of the gas pockets (nothing else is random).
+    coarse_vertices : (1946, 3) array, optional
+        RAS+ mm vertices of an LLP26 pelvis in correspondence (e.g. a subject of
+        :func:`engine.ssm.llp26_population`); default the mean pelvis.
 
     Returns
     -------
@@ -281,7 +285,7 @@ def make_pelvis_phantom(spacing_mm: float = SPACING_MM, seed: int = 0):
         raise ValueError(f"spacing_mm must be positive, got {spacing_mm}")
     axes = grid_axes(h)
     x, y, z = np.meshgrid(*axes, indexing="ij", sparse=True)
-    vertices, faces = pelvis_mesh()
+    vertices, faces = pelvis_mesh(coarse_vertices=coarse_vertices)
     body, muscle = _body_distances(x, y, z)
     hu = np.full(body.shape, HU["air"])
     _over(hu, _ramp(body, h), HU["fat"])

@@ -4,9 +4,9 @@
 (``ncc``, ``gncc``, ``mse``, ``silhouette``) in :mod:`engine.recon.losses`; the
 parametrisation of shape and pose in :mod:`engine.recon.shape_pose`.
 """
-from .losses import MSE, NCC, GradientNCC, Silhouette, get_loss, line_integral
+from .losses import MSE, NCC, BandpassNCC, GradientNCC, Silhouette, get_loss, line_integral
 from .reconstruct import Objective, ReconResult, Stage, default_schedule, reconstruct
 from .shape_pose import Params, ShapePose
 
-__all__ = ["MSE", "NCC", "GradientNCC", "Objective", "Params", "ReconResult", "ShapePose", "Silhouette", "Stage",
+__all__ = ["MSE", "NCC", "BandpassNCC", "GradientNCC", "Objective", "Params", "ReconResult", "ShapePose", "Silhouette", "Stage",
            "default_schedule", "get_loss", "line_integral", "reconstruct"]

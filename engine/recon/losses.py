@@ -19,6 +19,9 @@ Which one to use:
   real or physics-simulated X-rays that contain soft tissue and other bones.
   ``NCC`` and ``GradientNCC`` take an optional pixel weight/mask to restrict the
   comparison to a region of interest.
+- ``"bncc"`` (:class:`BandpassNCC`): NCC after removing what varies slowly
+  (a normalised-convolution high-pass); less sensitive to noise than ``gncc``,
+  the choice for noisy fluoroscopy with a thick soft-tissue background.
 - ``"silhouette"`` (:class:`Silhouette`): where a bone mask of the target is
   given (a segmentation of the X-ray): 1 - soft Dice between the mask and the
   render's soft silhouette ``1 - exp(-L / tau)``.
@@ -110,6 +113,44 @@ class GradientNCC(NCC):
         return 1.0 - val / n, -grad / n
 
 
+class BandpassNCC(NCC):
+    """``1 - mean over views of NCC(H rendered, H target)`` with the high-pass ``H x = x - (G*x) / (G*1)``.
+
+    ``G`` is a Gaussian of ``sigma_px`` pixels (zero padding; dividing by ``G*1`` makes
+    it a normalised convolution, so a constant offset is removed exactly, borders
+    included).  It removes what varies slowly: the soft-tissue background, heel
+    effect, scatter; the renderer's own blur (``soft_sigma_px``) is the low-pass
+    side of the band.  ``sigma_px`` is in pixels of the full-resolution detector;
+    :meth:`at_level` scales it for binned levels.  Exact adjoint
+    ``H^T y = y - G (y / (G*1))``.
+    """
+
+    name = "bncc"
+
+    def __init__(self, sigma_px: float = 16.0, weights=None):
+        super().__init__(weights)
+        self.sigma_px = float(sigma_px)
+
+    def at_level(self, factor: int) -> "BandpassNCC":
+        return BandpassNCC(self.sigma_px / factor, self.weights)
+
+    def _filters(self, shape):
+        blur = (lambda x: ndimage.gaussian_filter(x, self.sigma_px, mode="constant", truncate=3.0))
+        norm = blur(np.ones(shape))
+        return (lambda x: x - blur(x) / norm), (lambda y: y - blur(y / norm))
+
+    def __call__(self, rendered, target):
+        r, t = _views(rendered), _views(target)
+        high, high_t = self._filters(r.shape[1:])
+        val, grad = 0.0, np.empty_like(r)
+        for i in range(len(r)):
+            v, g = self._ncc(high(r[i]), high(t[i]))
+            val += v
+            grad[i] = high_t(g)
+        n = len(r)
+        return 1.0 - val / n, -grad / n
+
+
 class Silhouette:
     """``1 - soft Dice(mask, 1 - exp(-rendered / tau))`` per view, averaged (see module doc).
 
@@ -135,11 +176,11 @@ class Silhouette:
         return 1.0 - val / n, -grad / n
 
 
-LOSSES = {"mse": MSE, "ncc": NCC, "gncc": GradientNCC, "silhouette": Silhouette}
+LOSSES = {"mse": MSE, "ncc": NCC, "gncc": GradientNCC, "bncc": BandpassNCC, "silhouette": Silhouette}
 
 
 def get_loss(loss):
-    """A loss object from a name (``mse``, ``ncc``, ``gncc``, ``silhouette``) or a callable."""
+    """A loss object from a name (``mse``, ``ncc``, ``gncc``, ``bncc``, ``silhouette``) or a callable."""
     if callable(loss):
         return loss
     try:

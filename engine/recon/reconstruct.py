@@ -142,7 +142,8 @@ class Objective:
                  n_modes: int | None = None, smoothness: float = 10.0, soft_sigma_px: float = 1.0,
                  max_hits: int = 64, precision: int = 32, init_vertices=None):
         self.images, self.cameras = _check_inputs(images, cameras)
-        self.loss = get_loss(loss)
+        self.base_loss = get_loss(loss)
+        self.loss = self.base_loss
         self.model = model
         self.shape_pose = ShapePose(model)
         self.prior_weight = float(prior_weight)
@@ -158,6 +159,7 @@ class Objective:
     def set_level(self, factor: int) -> None:
         """Use the detector binned by ``factor`` (targets binned and blurred like the render)."""
         f = int(factor)
+        self.loss = self.base_loss.at_level(f) if hasattr(self.base_loss, "at_level") else self.base_loss
         self.level_cameras = [c.binned(f) if f > 1 else c for c in self.cameras]
         target = bin_image(self.images, f) if f > 1 else self.images
         blur = self.soft_sigma_px > 0 and getattr(self.loss, "name", "") != "silhouette"
