@@ -1,0 +1,143 @@
+"""Reconstruction accuracy, three tiers (see engine/recon/experiments.py), over random initial poses.
+
+Tiers 1 and 2 compare path-length images with MSE (target and render share the
+renderer and its units, so the thickness of bone also pins the depth); tier 3b, an
+X-ray with soft tissue, with the band-pass NCC.  Each tier runs N trials (default 10)
+per view set (AP, AP+LAT); every trial draws an
+initial pose up to 10 degrees and 20 mm off the truth.  Tier 2 and 3b hold out a
+different LLP26 subject per trial (subject = trial index mod 26) and build the model
+from the other 25.  Prints per-trial rows and a summary table; writes JSON.
+
+    python benchmarks/recon_eval.py [--trials 10] [--tiers 1 2 3b] [--size 256] [--out ...]
+"""
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from engine import metrics  # noqa: E402
+from engine.mesh import Mesh, MeshProjector  # noqa: E402
+from engine.phantoms.llp26 import subdivide  # noqa: E402
+from engine.recon import experiments as ex  # noqa: E402
+from engine.ssm import build_pelvis_model, llp26_population, load_pelvis_model  # noqa: E402
+from engine.ssm.quality import leave_one_out_fit  # noqa: E402
+
+SUCCESS = {  # the issue's criteria (2 views); 1 view: reported, judged by HD against the published 30 mm
+    "1 self-consistency": lambda t: t.pose_deg < 1.0 and t.pose_mm < 1.0 and t.assd < 0.5,
+    "2 held-out shape": lambda t: t.hd95 < 5.0 and t.assd < 1.5 * t.loo_assd,
+    "3b CT phantom+physics": lambda t: t.hd95 < 8.0,
+}
+SUCCESS_1VIEW = lambda t: t.hd < 15.0  # noqa: E731  (half the published mean Hausdorff distance from one view)
+
+
+def tier1(trials, views, size, rng, kw):
+    model = load_pelvis_model().subdivided(1)
+    out = []
+    for i in range(trials):
+        c = np.zeros(model.n_modes)
+        c[:10] = np.clip(rng.standard_normal(10), -2.5, 2.5)
+        truth_pose = np.eye(4)
+        truth_pose[:3, 3] = rng.uniform(-5, 5, 3)
+        truth = model.mesh(c, truth_pose)
+        cams = ex.cameras(views, size)
+        targets = MeshProjector(truth, "bone", max_hits=64)(cams)[:, 0]
+        init = ex.offset_pose(truth_pose, model.mean.mean(0), *ex.random_offset(rng))
+        t, _ = ex.run_trial("1 self-consistency", views, f"instance {i}", targets, cams, model, truth, init,
+                            truth_pose=truth_pose, loss="mse", **kw)
+        out.append(t)
+        print(json.dumps(t.row()), flush=True)
+    return out
+
+
+def heldout_truth(subject, shapes, faces, levels):
+    v, f = subdivide(shapes[subject], faces, levels)
+    return Mesh(vertices=v, faces=f)
+
+
+def tier2(trials, views, size, rng, kw):
+    shapes, faces = llp26_population()
+    out = []
+    for i in range(trials):
+        s = i % len(shapes)
+        model = build_pelvis_model(exclude=[s]).subdivided(1)
+        truth = heldout_truth(s, shapes, faces, 1)
+        cams = ex.cameras(views, size)
+        targets = MeshProjector(truth, "bone", max_hits=64)(cams)[:, 0]
+        init = ex.offset_pose(np.eye(4), model.mean.mean(0), *ex.random_offset(rng))
+        t, _ = ex.run_trial("2 held-out shape", views, f"subject {s}", targets, cams, model, truth, init,
+                            loss="mse", **kw)
+        fit, ref = leave_one_out_fit(shapes, faces, s, [model.n_modes])[0]
+        t.loo_assd = metrics.surface_metrics(fit, ref, n=8000)["assd"]
+        out.append(t)
+        print(json.dumps(t.row()), flush=True)
+    return out
+
+
+def tier3b(trials, views, size, rng, kw, photons=1e4):
+    import engine
+    from engine.phantoms.pelvis_ct import make_pelvis_phantom, pelvis_mesh
+    from engine.recon import line_integral
+    from engine.volume import CT, Volume
+
+    shapes, _ = llp26_population()
+    out = []
+    for i in range(trials):
+        s = i % len(shapes)
+        hu, aff = make_pelvis_phantom(1.5, seed=s, coarse_vertices=shapes[s])
+        vol = Volume.from_ct(CT(hu=hu.astype(np.float32), world_from_index=aff))
+        v, f = pelvis_mesh(2, coarse_vertices=shapes[s])
+        truth = Mesh(vertices=v, faces=f)
+        cams = ex.cameras(views, size)
+        imgs = [engine.simulate(vol, c, spectrum="fluoro90", scatter=True, noise=photons, seed=1000 * i + k)
+                for k, c in enumerate(cams)]
+        targets = np.stack([line_integral(np.maximum(im, 1e-4)) for im in imgs])
+        model = build_pelvis_model(exclude=[s]).subdivided(1)
+        init = ex.offset_pose(np.eye(4), model.mean.mean(0), *ex.random_offset(rng))
+        t, _ = ex.run_trial("3b CT phantom+physics", views, f"subject {s}", targets, cams, model, truth, init,
+                            **{"loss": "bncc", "prior_weight": 1e-2, "n_modes": 10, **kw})
+        out.append(t)
+        print(json.dumps(t.row()), flush=True)
+    return out
+
+
+TIERS = {"1": tier1, "2": tier2, "3b": tier3b}
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--trials", type=int, default=10)
+    ap.add_argument("--tiers", nargs="+", default=["1", "2", "3b"], choices=sorted(TIERS))
+    ap.add_argument("--views", nargs="+", default=["AP", "AP+LAT"], choices=sorted(ex.VIEWS))
+    ap.add_argument("--size", type=int, default=256)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "recon_eval.json"))
+    args = ap.parse_args(argv)
+    t0 = time.perf_counter()
+    trials = []
+    for tier in args.tiers:
+        for views in args.views:
+            rng = np.random.default_rng([args.seed, len(views), ord(tier[0])])
+            trials += TIERS[tier](args.trials, views, args.size, rng, {})
+    def ok(t):
+        return SUCCESS[t.tier](t) if t.views != "AP" else SUCCESS_1VIEW(t)
+    rows = ex.summarise(trials, ok)
+    print()
+    print(ex.table(rows))
+    machine = dict(platform=platform.platform(), cpu_count=os.cpu_count(), python=platform.python_version(),
+                   date=time.strftime("%Y-%m-%d %H:%M:%S %z"))
+    print(f"machine: {machine}; total {time.perf_counter() - t0:.0f} s")
+    Path(args.out).write_text(json.dumps({"machine": machine, "summary": rows,
+                                          "trials": [t.row() for t in trials]}, indent=1))
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
