@@ -50,11 +50,19 @@ class Stage:
     lr_scale: float = 1.0
 
 
-def default_schedule(scale: bool = False, free_iterations: int = 0) -> list:
-    """Bins 4 -> 2 -> 1: pose alone, then pose + shape at each level, then optionally free vertices."""
+def default_schedule(scale: bool = False, free_iterations: int = 0, detector_px: int | None = None,
+                     min_level_px: int = 48) -> list:
+    """Bins 4 -> 2 -> 1: pose alone, then pose + shape at each level, then optionally free vertices.
+
+    With ``detector_px`` (the smaller detector side), levels coarser than ``min_level_px`` pixels are
+    skipped (their iterations go to the coarsest level kept)."""
     pose = ("rotation", "translation") + (("scale",) if scale else ())
     full = ("shape",) + pose
-    stages = [Stage(4, 40, pose, 2.0), Stage(4, 80, full, 1.0), Stage(2, 60, full, 0.5), Stage(1, 40, full, 0.25)]
+    factors = [f for f in (4, 2) if detector_px is None or detector_px // f >= min_level_px]
+    first = factors[0] if factors else 1
+    stages = [Stage(first, 40, pose, 2.0), Stage(first, 80, full, 1.0)]
+    stages += [Stage(f, 60, full, 0.5) for f in factors[1:]]
+    stages.append(Stage(1, 40, full, 0.25))
     if free_iterations:
         stages.append(Stage(1, free_iterations, ("free",), 1.0))
     return stages
@@ -236,7 +244,9 @@ def reconstruct(images, cameras, model: ShapeModel, init=None, *, loss="ncc", sc
                           init_vertices=sp.vertices(params))
     initial_mesh = Mesh(vertices=sp.vertices(params), faces=model.faces)
     lrs = {**DEFAULT_LR, **(lr or {})}
-    stages = default_schedule(scale, free_iterations) if schedule is None else list(schedule)
+    cams0 = [cameras] if isinstance(cameras, Camera) else list(cameras)
+    stages = (default_schedule(scale, free_iterations, min(cams0[0].rows, cams0[0].cols)) if schedule is None
+              else list(schedule))
     history, stage_of = [], []
     stop = False
     for si, st in enumerate(stages):
