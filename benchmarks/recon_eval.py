@@ -2,7 +2,9 @@
 
 Tiers 1 and 2 compare path-length images with MSE (target and render share the
 renderer and its units, so the thickness of bone also pins the depth); tier 3b, an
-X-ray with soft tissue, with the band-pass NCC.  Each tier runs N trials (default 10)
+X-ray with soft tissue, with the band-pass NCC.  From one view the depth (distance
+along the principal ray) stays at its initial value (``fix_depth``, the default for one
+view), so the random initial error along the ray remains in the result.  Each tier runs N trials (default 10)
 per view set (AP, AP+LAT); every trial draws an
 initial pose up to 10 degrees and 20 mm off the truth.  Tier 2 and 3b hold out a
 different LLP26 subject per trial (subject = trial index mod 26) and build the model
@@ -71,10 +73,12 @@ def tier2(trials, views, size, rng, kw):
         truth = heldout_truth(s, shapes, faces, 1)
         cams = ex.cameras(views, size)
         targets = MeshProjector(truth, "bone", max_hits=64)(cams)[:, 0]
-        init = ex.offset_pose(np.eye(4), model.mean.mean(0), *ex.random_offset(rng))
+        off = ex.random_offset(rng)
+        init = ex.offset_pose(np.eye(4), model.mean.mean(0), *off)
         t, _ = ex.run_trial("2 held-out shape", views, f"subject {s}", targets, cams, model, truth, init,
                             loss="mse", **kw)
         fit, ref = leave_one_out_fit(shapes, faces, s, [model.n_modes])[0]
+        t.init_deg, t.init_mm = ex.offset_size(off)
         t.loo_assd = metrics.surface_metrics(fit, ref, n=8000)["assd"]
         out.append(t)
         print(json.dumps(t.row()), flush=True)
@@ -100,9 +104,11 @@ def tier3b(trials, views, size, rng, kw, photons=1e4):
                 for k, c in enumerate(cams)]
         targets = np.stack([line_integral(np.maximum(im, 1e-4)) for im in imgs])
         model = build_pelvis_model(exclude=[s]).subdivided(1)
-        init = ex.offset_pose(np.eye(4), model.mean.mean(0), *ex.random_offset(rng))
+        off = ex.random_offset(rng)
+        init = ex.offset_pose(np.eye(4), model.mean.mean(0), *off)
         t, _ = ex.run_trial("3b CT phantom+physics", views, f"subject {s}", targets, cams, model, truth, init,
                             **{"loss": "bncc", "prior_weight": 1e-2, "n_modes": 10, **kw})
+        t.init_deg, t.init_mm = ex.offset_size(off)
         out.append(t)
         print(json.dumps(t.row()), flush=True)
     return out

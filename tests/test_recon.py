@@ -122,3 +122,20 @@ def test_self_consistency_small(small_problem):
     assert m["assd"] < 0.5, m
     assert np.abs(res.coeffs[:5] - c_true[:5]).max() < 0.3
     assert res.loss_history[-1] < res.loss_history[0]
+
+
+def test_one_view_keeps_depth(small_problem):
+    """From one view the model's distance along the principal ray stays at its initial value."""
+    from engine.recon import Stage
+
+    model, cams, target = small_problem
+    init = np.eye(4)
+    init[:3, 3] = [4.0, 6.0, -3.0]
+    sched = [Stage(1, 15, ("shape", "rotation", "translation"), 2.0)]
+    c0 = model.mean.mean(0)
+    for fix, same in ((None, True), (False, False)):
+        res = reconstruct(target[:1], cams[:1], model, init=init, schedule=sched, patience=100, fix_depth=fix)
+        moved = res.world_from_model[:3, :3] @ c0 + res.world_from_model[:3, 3] - (c0 + init[:3, 3])
+        along = abs(float(cams[0].principal_axis @ moved))
+        assert (along < 1e-9) == same, along
+        assert np.linalg.norm(moved) > 0.5  # it did move, across the ray

@@ -47,6 +47,11 @@ def random_offset(rng, max_deg: float = 10.0, max_mm: float = 20.0):
     return axis * np.deg2rad(rng.uniform(0, max_deg)), direction * rng.uniform(0, max_mm)
 
 
+def offset_size(offset) -> tuple:
+    """(degrees, mm) of a :func:`random_offset`."""
+    return float(np.rad2deg(np.linalg.norm(offset[0]))), float(np.linalg.norm(offset[1]))
+
+
 def offset_pose(world_from_model, center_model, rotvec, translation) -> np.ndarray:
     """``world_from_model`` changed by a rotation about the model centre's world position and a translation."""
     t = np.asarray(world_from_model, np.float64)

@@ -202,7 +202,7 @@ class Objective:
 
 def reconstruct(images, cameras, model: ShapeModel, init=None, *, loss="ncc", schedule=None,
                 lr: dict | None = None, prior_weight: float = 1e-3, n_modes: int | None = None,
-                scale: bool = False, free_iterations: int = 0, smoothness: float = 10.0,
+                scale: bool = False, free_iterations: int = 0, smoothness: float = 10.0, fix_depth=None,
                 soft_sigma_px: float = 1.0, max_hits: int = 64, tol: float = 1e-4, patience: int = 15,
                 progress: bool = False, callback=None) -> ReconResult:
     """Reconstruct a shape from one or more X-ray views (see module doc).
@@ -228,6 +228,11 @@ def reconstruct(images, cameras, model: ShapeModel, init=None, *, loss="ncc", sc
         Optimise only the first modes (default all).
     smoothness : float
         ``mu`` of the free-vertex stage's Laplacian term.
+    fix_depth : bool, optional
+        Keep the model's distance along the (first) camera's principal ray at its initial value:
+        from one view, depth is poorly determined by a gain-invariant loss (magnification trades
+        against size), so it is better taken from the set-up (table height, source distance).
+        Default: True for one view, False otherwise.
     soft_sigma_px : float
         Gaussian blur (pixels of the current level) applied to render and target alike.
     progress : bool
@@ -247,6 +252,8 @@ def reconstruct(images, cameras, model: ShapeModel, init=None, *, loss="ncc", sc
     cams0 = [cameras] if isinstance(cameras, Camera) else list(cameras)
     stages = (default_schedule(scale, free_iterations, min(cams0[0].rows, cams0[0].cols)) if schedule is None
               else list(schedule))
+    fix = (len(cams0) == 1) if fix_depth is None else bool(fix_depth)
+    depth_axis, start = cams0[0].principal_axis, params.translation.copy()
     history, stage_of = [], []
     stop = False
     for si, st in enumerate(stages):
@@ -272,6 +279,8 @@ def reconstruct(images, cameras, model: ShapeModel, init=None, *, loss="ncc", sc
             if since >= patience:
                 break
             opt.step(params.as_dict(), grads)
+            if fix:
+                params.translation -= depth_axis * float(depth_axis @ (params.translation - start))
         if not stop:
             params = best_p
         if progress:
