@@ -19,6 +19,7 @@ def test_reconstruct_pelvis_demo(tmp_path):
                      f"target_{tag}.tiff"):
             assert (tmp_path / name).is_file(), name
     rows = json.loads((tmp_path / "metrics.json").read_text())
-    for r in rows:
-        assert r["result"]["assd"] < 0.6 * r["initial"]["assd"], r
+    # one view keeps the start's depth error (fix_depth); two views must do much better
+    assert rows[0]["result"]["assd"] < rows[0]["initial"]["assd"], rows[0]
+    assert rows[1]["result"]["assd"] < 0.4 * rows[1]["initial"]["assd"], rows[1]
     assert rows[1]["result"]["hd95"] < 8.0  # two views, 96 x 96 pixels of 4.3 mm
