@@ -75,7 +75,7 @@ def build_model(shapes, faces, *, variance: float | None = 0.98, n_modes: int | 
 
 
 def build_from_meshes(meshes, *, template=None, variance: float | None = 0.98, n_modes: int | None = None,
-                      scale: bool = False, info: dict | None = None) -> ShapeModel:
+                      scale: bool = False, chain: bool = False, info: dict | None = None) -> ShapeModel:
     """A shape model from closed meshes NOT in correspondence.
 
     Each mesh is rigidly pre-aligned to the template (ICP) and the template is
@@ -87,6 +87,9 @@ def build_from_meshes(meshes, *, template=None, variance: float | None = 0.98, n
     meshes : list of Mesh (mm)
     template : Mesh, optional
         Default: the mesh whose volume is the median of the population.
+    chain : bool
+        Register each mesh starting from the previous result (for populations ordered so that neighbours are
+        alike, e.g. vertebrae along the spine; see :func:`engine.ssm.correspondence.correspond`).
     """
     from .correspondence import correspond
 
@@ -96,6 +99,6 @@ def build_from_meshes(meshes, *, template=None, variance: float | None = 0.98, n
     if template is None:
         vols = np.array([m.volume for m in meshes])
         template = meshes[int(np.argsort(vols)[len(vols) // 2])]
-    shapes = correspond(template, meshes)
+    shapes = correspond(template, meshes, chain=chain)
     return build_model(np.stack(shapes), template.faces, variance=variance, n_modes=n_modes, scale=scale,
                        info={"correspondence": "rigid ICP + non-rigid ICP of a template", **(info or {})})
