@@ -1,4 +1,4 @@
-"""Closed triangle meshes: construction, reading (open3d) and validation.
+"""Closed triangle meshes: construction, reading (open3d; VTK in :mod:`engine.mesh.vtk`) and validation.
 
 A :class:`Mesh` holds vertices (V, 3) float64 in world mm (RAS+) and faces (F, 3)
 int64, counter-clockwise seen from outside (outward normals), so that a ray's
@@ -18,7 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-READABLE = (".stl", ".ply", ".obj", ".off")
+VTK_SUFFIXES = (".vtk", ".vtp")  # legacy POLYDATA, XML PolyData: read and written by engine.mesh.vtk
+READABLE = (".stl", ".ply", ".obj", ".off") + VTK_SUFFIXES
 
 
 @dataclass(frozen=True, kw_only=True, eq=False)
@@ -115,12 +116,17 @@ def make_mesh(vertices, faces, *, merge: bool = False, name: str = "mesh") -> Me
 
 
 def load_mesh(path) -> Mesh:
-    """Read STL, PLY, OBJ or OFF through open3d; duplicate vertices are merged; validated."""
+    """Read STL, PLY, OBJ or OFF (through open3d) or VTK ``.vtk`` / ``.vtp`` polygon data (:mod:`engine.mesh.vtk`,
+    polygons fan-triangulated); duplicate vertices are merged; validated."""
     p = Path(path)
     if not p.is_file():
         raise FileNotFoundError(f"mesh file not found: {p}")
     if p.suffix.lower() not in READABLE:
         raise ValueError(f"{p}: unsupported mesh format {p.suffix!r}; use one of {', '.join(READABLE)}")
+    if p.suffix.lower() in VTK_SUFFIXES:
+        from .vtk import read_vtk
+
+        return make_mesh(*read_vtk(p), merge=True, name=p.name)
     import open3d as o3d
 
     m = o3d.io.read_triangle_mesh(str(p))
@@ -130,12 +136,16 @@ def load_mesh(path) -> Mesh:
 
 
 def save_mesh(path, mesh: Mesh) -> Path:
-    """Write a mesh (STL, PLY, OBJ, OFF) through open3d."""
-    import open3d as o3d
-
+    """Write a mesh: STL, PLY, OBJ, OFF through open3d; ``.vtk`` (legacy) and ``.vtp`` (XML) as ASCII."""
     p = Path(path)
     if p.suffix.lower() not in READABLE:
         raise ValueError(f"{p}: unsupported mesh format {p.suffix!r}")
+    if p.suffix.lower() in VTK_SUFFIXES:
+        from .vtk import write_vtk_legacy, write_vtp
+
+        return (write_vtp if p.suffix.lower() == ".vtp" else write_vtk_legacy)(p, mesh.vertices, mesh.faces)
+    import open3d as o3d
+
     m = o3d.geometry.TriangleMesh(o3d.utility.Vector3dVector(np.array(mesh.vertices)),
                                   o3d.utility.Vector3iVector(mesh.faces.astype(np.int32)))
     m.compute_triangle_normals()
