@@ -65,8 +65,11 @@ def test_validation_errors_name_the_problem(tmp_path):
     with pytest.raises(ValueError, match="no triangles"):
         load_mesh(tmp_path / "x.stl")
     (tmp_path / "x.vtk").write_text("")
-    with pytest.raises(ValueError, match="unsupported mesh format"):
+    with pytest.raises(ValueError, match="not a VTK file"):
         load_mesh(tmp_path / "x.vtk")
+    (tmp_path / "x.3ds").write_text("")
+    with pytest.raises(ValueError, match="unsupported mesh format"):
+        load_mesh(tmp_path / "x.3ds")
 
 
 def test_inputs_not_modified_and_transform():
