@@ -41,11 +41,17 @@ def surface_points(mesh: Mesh, n: int = 20000, seed: int = 0) -> np.ndarray:
 
 
 def point_to_surface(points, mesh: Mesh) -> np.ndarray:
-    """Unsigned distance (mm) from each of (n, 3) points to the closest point of the mesh's triangles."""
+    """Unsigned distance (mm) from each of (n, 3) points to the closest point of the mesh's triangles.
+
+    Coordinates are taken relative to the mesh's centroid before open3d's float32 arithmetic, so
+    far-from-origin frames (CT scanner coordinates) lose no precision.
+    """
     import open3d as o3d
 
-    q = o3d.core.Tensor(np.asarray(points, np.float32).reshape(-1, 3))
-    return _scene(mesh).compute_distance(q).numpy().astype(np.float64)
+    origin = np.asarray(mesh.vertices, np.float64).mean(axis=0)
+    local = Mesh(vertices=np.asarray(mesh.vertices, np.float64) - origin, faces=mesh.faces)
+    q = o3d.core.Tensor((np.asarray(points, np.float64).reshape(-1, 3) - origin).astype(np.float32))
+    return _scene(local).compute_distance(q).numpy().astype(np.float64)
 
 
 def surface_distances(a: Mesh, b: Mesh, n: int = 20000, seed: int = 0):

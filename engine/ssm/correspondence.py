@@ -14,7 +14,7 @@ deformed onto it, vertex v of one shape matching vertex v of every other:
 * :func:`correspond` does both for a list of targets.
 
 Closest points on triangle meshes are exact (open3d's ``RaycastingScene``);
-:func:`point_to_surface` gives exact point-to-surface distances, for checking fits.
+:func:`point_to_surface` (that of :mod:`engine.metrics`) gives exact point-to-surface distances, for checking fits.
 """
 from __future__ import annotations
 
@@ -23,6 +23,7 @@ import scipy.sparse as sp
 from scipy.sparse.linalg import splu
 
 from ..mesh import Mesh
+from ..metrics import point_to_surface  # noqa: F401  (re-exported: checks of fits use it from here)
 from .procrustes import Similarity, align
 
 
@@ -66,12 +67,6 @@ def _points_and_faces(x):
     if p.ndim != 2 or p.shape[1] != 3 or len(p) < 3:
         raise ValueError(f"expected a Mesh or (N >= 3, 3) points, got shape {p.shape}")
     return p, None
-
-
-def point_to_surface(points, mesh: Mesh) -> np.ndarray:
-    """Exact distance (mm) from each of (N, 3) points to the surface of a triangle mesh."""
-    q = np.asarray(points, np.float64)
-    return np.linalg.norm(_Closest(mesh.vertices, mesh.faces).query(q)[0] - q, axis=1)
 
 
 def _moments(points, faces):
