@@ -82,34 +82,29 @@ def _say(msg):
 
 def cmd_ssm_build(args) -> int:
     from .mesh import load_mesh
-    from .ssm import build_from_meshes, build_model, evaluate, llp26_population
+    from .ssm import build_model, evaluate, llp26_population
+    from .ssm.build import CORRESPONDENCE
+    from .ssm.correspondence import correspond
 
     if args.llp26 == bool(args.meshes):
         raise ValueError("give mesh files or --llp26 (not both, not neither)")
     if args.llp26:
         shapes, faces = llp26_population()
         info = {"name": "LLP26 pelvis", "source": "LLP26 (Zhang et al. 2016), MPL-2.0"}
-        model = build_model(shapes, faces, variance=args.variance, scale=args.scale, info=info)
     else:
         meshes = [load_mesh(p) for p in args.meshes]
         info = {"name": Path(args.out).stem, "source": [str(p) for p in args.meshes]}
-        same = all(len(m.vertices) == len(meshes[0].vertices) and np.array_equal(m.faces, meshes[0].faces)
-                   for m in meshes)
-        if same:
-            shapes, faces = np.stack([m.vertices for m in meshes]), meshes[0].faces
-            model = build_model(shapes, faces, variance=args.variance, scale=args.scale, info=info)
+        faces = meshes[0].faces
+        if all(len(m.vertices) == len(meshes[0].vertices) and np.array_equal(m.faces, faces) for m in meshes):
+            shapes = np.stack([m.vertices for m in meshes])
         else:
             _say(f"{len(meshes)} meshes not in correspondence: registering the first onto the others")
-            model = build_from_meshes(meshes, template=meshes[0], variance=args.variance, scale=args.scale,
-                                      info=info)
-            shapes, faces = None, model.faces
+            shapes = np.stack(correspond(meshes[0], meshes))
+            info = {"correspondence": CORRESPONDENCE, **info}
+    model = build_model(shapes, faces, variance=args.variance, scale=args.scale, info=info)
     model.save(args.out)
     print(f"{model}: {model.info.get('explained_variance', 0):.3f} of the variance -> {args.out}")
     if args.report:
-        if shapes is None:
-            from .ssm.correspondence import correspond
-
-            shapes = np.stack(correspond(meshes[0], meshes))
         rep = evaluate(shapes, faces, scale=args.scale)
         print(rep.table())
         rep.plot(args.report)

@@ -109,3 +109,22 @@ def test_ssm_build_and_reconstruct_cli(tmp_path, capsys):
                  str(tmp_path / "c1.json"), "--model", str(model_path), "--out", str(out)]) == 2
     assert "one --camera each" in capsys.readouterr().err
     assert main(["ssm", "build", "--out", str(model_path)]) == 2
+
+
+def test_ssm_build_from_meshes_not_in_correspondence(tmp_path):
+    """Mesh files of different resolutions: the first is registered onto the others, then PCA."""
+    from engine.cli import main
+    from engine.mesh import icosphere, make_mesh, save_mesh
+    from engine.ssm import ShapeModel
+
+    paths = []
+    for i, (sub, stretch) in enumerate(((2, 1.0), (3, 1.2), (3, 0.9), (2, 1.1))):
+        s = icosphere(15.0, sub)
+        p = tmp_path / f"m{i}.ply"
+        save_mesh(p, make_mesh(s.vertices * [stretch, 1.0, 1.0 / stretch], s.faces))
+        paths.append(str(p))
+    out = tmp_path / "m.npz"
+    assert main(["ssm", "build", *paths, "--out", str(out), "--variance", "0.99"]) == 0
+    model = ShapeModel.load(out)
+    assert model.n_vertices == 162 and "correspondence" in model.info  # the template's topology
+    assert model.n_modes >= 1

@@ -18,6 +18,8 @@ import numpy as np
 from .model import ShapeModel
 from .procrustes import generalized_procrustes
 
+CORRESPONDENCE = "rigid ICP + non-rigid ICP of a template"  # provenance of models built from meshes
+
 
 def pca(aligned, *, variance: float | None = 0.98, n_modes: int | None = None):
     """PCA of aligned shapes (N, V, 3): mean (V, 3), modes (K, V, 3), std (K,) mm, explained fraction (K,)."""
@@ -101,4 +103,4 @@ def build_from_meshes(meshes, *, template=None, variance: float | None = 0.98, n
         template = meshes[int(np.argsort(vols)[len(vols) // 2])]
     shapes = correspond(template, meshes, chain=chain)
     return build_model(np.stack(shapes), template.faces, variance=variance, n_modes=n_modes, scale=scale,
-                       info={"correspondence": "rigid ICP + non-rigid ICP of a template", **(info or {})})
+                       info={"correspondence": CORRESPONDENCE, **(info or {})})
