@@ -11,9 +11,10 @@ from ..mesh.projector import MeshProjector
 COLOURS = {"initial": (60, 140, 255), "result": (255, 50, 40), "truth": (40, 220, 60)}
 
 
-def silhouette(mesh, camera) -> np.ndarray:
-    """Boolean (rows, cols): pixels whose ray passes through the mesh."""
-    return MeshProjector(mesh, "bone", max_hits=128)(camera)[0] > 0
+def silhouettes(mesh, cameras) -> list:
+    """Boolean (rows, cols) per camera: pixels whose ray passes through the mesh (one BVH for all views)."""
+    proj = MeshProjector(mesh, "bone", max_hits=128)
+    return [proj(cam)[0] > 0 for cam in cameras]
 
 
 def _grey(image) -> np.ndarray:
@@ -30,11 +31,12 @@ def save_overlay(path, images, cameras, meshes: dict) -> Path:
     imgs = np.asarray(images)
     imgs = imgs[None] if imgs.ndim == 2 else imgs
     cams = list(cameras) if isinstance(cameras, (list, tuple)) else [cameras]
+    masks = {name: silhouettes(mesh, cams) for name, mesh in meshes.items()}
     tiles = []
-    for im, cam in zip(imgs, cams):
+    for k, im in enumerate(imgs):
         rgb = _grey(im)
-        for i, (name, mesh) in enumerate(meshes.items()):
-            m = silhouette(mesh, cam)
+        for i, name in enumerate(meshes):
+            m = masks[name][k]
             edge = m & ~ndimage.binary_erosion(m)
             edge = ndimage.binary_dilation(edge) if max(im.shape) > 300 else edge
             rgb[edge] = COLOURS.get(name, tuple(np.roll((255, 200, 0), i)))

@@ -148,12 +148,12 @@ class Objective:
 
     def __init__(self, images, cameras, model: ShapeModel, *, loss="ncc", prior_weight: float = 1e-3,
                  n_modes: int | None = None, smoothness: float = 10.0, soft_sigma_px: float = 1.0,
-                 max_hits: int = 64, precision: int = 32, init_vertices=None):
+                 max_hits: int = 64, precision: int = 32, init_vertices=None, shape_pose: ShapePose | None = None):
         self.images, self.cameras = _check_inputs(images, cameras)
         self.base_loss = get_loss(loss)
         self.loss = self.base_loss
         self.model = model
-        self.shape_pose = ShapePose(model)
+        self.shape_pose = ShapePose(model) if shape_pose is None else shape_pose
         self.prior_weight = float(prior_weight)
         self.k = model.n_modes if n_modes is None else min(int(n_modes), model.n_modes)
         self.smoothness = float(smoothness)
@@ -244,16 +244,17 @@ def reconstruct(images, cameras, model: ShapeModel, init=None, *, loss="ncc", sc
     t0 = time.perf_counter()
     sp = ShapePose(model)
     params = sp.initial(init.get("pose"), init.get("coeffs")) if isinstance(init, dict) else sp.initial(init)
+    x0 = sp.vertices(params)
     objective = Objective(images, cameras, model, loss=loss, prior_weight=prior_weight, n_modes=n_modes,
                           smoothness=smoothness, soft_sigma_px=soft_sigma_px, max_hits=max_hits,
-                          init_vertices=sp.vertices(params))
-    initial_mesh = Mesh(vertices=sp.vertices(params), faces=model.faces)
+                          init_vertices=x0, shape_pose=sp)
+    initial_mesh = Mesh(vertices=x0, faces=model.faces)
     lrs = {**DEFAULT_LR, **(lr or {})}
-    cams0 = [cameras] if isinstance(cameras, Camera) else list(cameras)
-    stages = (default_schedule(scale, free_iterations, min(cams0[0].rows, cams0[0].cols)) if schedule is None
+    cams = objective.cameras
+    stages = (default_schedule(scale, free_iterations, min(cams[0].rows, cams[0].cols)) if schedule is None
               else list(schedule))
-    fix = (len(cams0) == 1) if fix_depth is None else bool(fix_depth)
-    depth_axis, start = cams0[0].principal_axis, params.translation.copy()
+    fix = (len(cams) == 1) if fix_depth is None else bool(fix_depth)
+    depth_axis, start = cams[0].principal_axis, params.translation.copy()
     history, stage_of = [], []
     stop = False
     for si, st in enumerate(stages):

@@ -18,7 +18,7 @@ import numpy as np
 
 from ..mesh.mesh import Mesh
 from ..metrics import surface_metrics
-from .build import build_model, pca
+from .build import build_model
 from .procrustes import generalized_procrustes
 
 
@@ -97,15 +97,15 @@ def evaluate(shapes, faces, ks=None, *, scale: bool = False, n_samples: int = 20
     kmax = n - 2  # a model of N - 1 shapes has N - 2 modes
     ks = np.arange(1, kmax + 1) if ks is None else np.asarray([k for k in ks if 1 <= k <= kmax], int)
     aligned = generalized_procrustes(s, scale=scale)[0]
-    _, _, std, frac = pca(aligned, variance=None)
-    compact = np.cumsum(frac)[np.minimum(ks, len(frac)) - 1]
+    model = build_model(aligned, faces, variance=None, align=False)  # every non-null mode
+    var = model.std ** 2
+    compact = (np.cumsum(var) / var.sum())[np.minimum(ks, len(var)) - 1]
     per = np.zeros((n, len(ks)))
     mx = np.zeros((n, len(ks)))
     for i in range(n):
         for j, (fit, truth) in enumerate(leave_one_out_fit(s, faces, i, ks, scale=scale)):
             m = surface_metrics(fit, truth, n=surface_points, seed=i)
             per[i, j], mx[i, j] = m["assd"], m["hd"]
-    model = build_model(aligned, faces, variance=None, align=False)
     spec, spec_sd = [], []
     for k in ks:
         inst, _ = model.sample(n_samples, seed, n_modes=int(k))
