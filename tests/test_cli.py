@@ -128,3 +128,23 @@ def test_ssm_build_from_meshes_not_in_correspondence(tmp_path):
     model = ShapeModel.load(out)
     assert model.n_vertices == 162 and "correspondence" in model.info  # the template's topology
     assert model.n_modes >= 1
+
+
+def test_load_image_reads_and_rejects(tmp_path):
+    from engine.imageio import load_image, save_image
+
+    img = np.arange(12.0).reshape(3, 4)
+    for ext in (".npy", ".tiff"):
+        save_image(tmp_path / f"a{ext}", img)
+        assert np.allclose(load_image(tmp_path / f"a{ext}"), img)
+    np.save(tmp_path / "stack.npy", np.zeros((2, 3, 4)))
+    with pytest.raises(ValueError, match="single grey image"):
+        load_image(tmp_path / "stack.npy")
+    (tmp_path / "bad.png").write_bytes(b"not a png")
+    with pytest.raises(ValueError, match="not a readable PNG"):
+        load_image(tmp_path / "bad.png")
+    (tmp_path / "x.jpg").write_bytes(b"")
+    with pytest.raises(ValueError, match="unsupported"):
+        load_image(tmp_path / "x.jpg")
+    with pytest.raises(FileNotFoundError):
+        load_image(tmp_path / "none.npy")
