@@ -35,6 +35,7 @@ import numpy as np
 from .. import backend
 from ..geometry import Camera
 from .bvh import build_bvh
+from .bvh_device import DeviceBVH
 from .mesh import Mesh
 
 STACK = 64
@@ -51,18 +52,25 @@ def _make_kernels(ti, real, n_mat):
         return ey > 0 or (ey == 0 and ex < 0)
 
     @ti.func
-    def intersect(o, d, a, b, c, kx: ti.i32, ky: ti.i32, kz: ti.i32, sx, sy, sz):
-        ax, ay = a[kx] - o[kx] - sx * (a[kz] - o[kz]), a[ky] - o[ky] - sy * (a[kz] - o[kz])
-        bx, by = b[kx] - o[kx] - sx * (b[kz] - o[kz]), b[ky] - o[ky] - sy * (b[kz] - o[kz])
-        cx, cy = c[kx] - o[kx] - sx * (c[kz] - o[kz]), c[ky] - o[ky] - sy * (c[kz] - o[kz])
+    def intersect(a, b, c, m):
+        # returns (t, facing): t in units of |d| (-1 for a miss); facing = sign(d . n) for the
+        # counter-clockwise normal n (the sheared frame keeps handedness, so it is the sign of det)
+        # the triangle's corners relative to the ray origin, sheared so the ray is the +z axis (rows of m)
+        pa, pb, pc = m @ a, m @ b, m @ c
+        # edge functions in f64: a product of two f32 is exact there, so u(b, c) = -u(c, b) exactly and a
+        # ray through a shared edge sees an exact 0 even where the compiler fuses multiply-adds (Woop et al.)
+        ax, ay, bx, by = ti.cast(pa[0], ti.f64), ti.cast(pa[1], ti.f64), ti.cast(pb[0], ti.f64), ti.cast(pb[1], ti.f64)
+        cx, cy = ti.cast(pc[0], ti.f64), ti.cast(pc[1], ti.f64)
         u = cx * by - cy * bx
         v = ax * cy - ay * cx
         w = bx * ay - by * ax
         t = ti.cast(-1.0, real)  # typed: a local keeps the type of its first value
+        facing = ti.cast(1.0, real)
         if not ((u < 0 or v < 0 or w < 0) and (u > 0 or v > 0 or w > 0)):
             det = u + v + w
             if det != 0:
                 s = 1.0 if det > 0 else -1.0
+                facing = -s
                 ok = True
                 if u == 0:
                     ok = ok and owned(bx - cx, by - cy, s)
@@ -71,15 +79,39 @@ def _make_kernels(ti, real, n_mat):
                 if w == 0:
                     ok = ok and owned(ax - bx, ay - by, s)
                 if ok:
-                    az, bz, cz = sz * (a[kz] - o[kz]), sz * (b[kz] - o[kz]), sz * (c[kz] - o[kz])
-                    t = (u * az + v * bz + w * cz) / det
-        return t
+                    t = ti.cast((u * pa[2] + v * pb[2] + w * pc[2]) / det, real)
+        return t, facing
+
+    @ti.func
+    def shear(d):
+        # Woop et al.: kz = dominant axis of d, (kx, ky) the others with the winding kept; rows map a
+        # point relative to the origin to (x - sx z, y - sy z, sz z) in that permuted frame
+        kz = 0
+        if ti.abs(d[1]) > ti.abs(d[kz]):
+            kz = 1
+        if ti.abs(d[2]) > ti.abs(d[kz]):
+            kz = 2
+        kx = (kz + 1) % 3
+        ky = (kx + 1) % 3
+        if d[kz] < 0:
+            kx, ky = ky, kx
+        m = ti.Matrix.zero(real, 3, 3)
+        for a in ti.static(range(3)):
+            if a == kx:
+                m[0, a] = 1.0
+            if a == ky:
+                m[1, a] = 1.0
+            if a == kz:
+                m[0, a] = -d[kx] / d[kz]
+                m[1, a] = -d[ky] / d[kz]
+                m[2, a] = 1.0 / d[kz]
+        return m
 
     @ti.kernel
-    def trace(verts: ti.template(), faces: ti.template(), face_mat: ti.template(), lo: ti.template(),
-              hi: ti.template(), right: ti.template(), start: ti.template(), count: ti.template(),
-              order: ti.template(), views: ti.types.ndarray(dtype=vec3, ndim=2), n_views: ti.i32,
-              out: ti.template(), hit_tri: ti.template(), hit_n: ti.template()) -> ti.i32:
+    def trace(verts: ti.template(), face_mat: ti.template(), lo: ti.template(), hi: ti.template(),
+              right: ti.template(), first: ti.template(), count: ti.template(), order: ti.template(),
+              tri: ti.template(), views: ti.types.ndarray(dtype=vec3, ndim=2), n_views: ti.i32,
+              out: ti.template(), hit_tri: ti.template(), hit_n: ti.template(), record: ti.template()) -> ti.i32:
         rows, cols = out.shape[2], out.shape[3]
         overflow = 0
         for vi, r, c in ti.ndrange(n_views, rows, cols):
@@ -88,61 +120,65 @@ def _make_kernels(ti, real, n_mat):
                 ti.cast(r, real) * views[vi, 3]
             d = p - o
             dlen = d.norm()
-            kz = 0
-            if ti.abs(d[1]) > ti.abs(d[kz]):
-                kz = 1
-            if ti.abs(d[2]) > ti.abs(d[kz]):
-                kz = 2
-            kx = (kz + 1) % 3
-            ky = (kx + 1) % 3
-            if d[kz] < 0:
-                kx, ky = ky, kx
-            sx, sy, sz = d[kx] / d[kz], d[ky] / d[kz], 1.0 / d[kz]
+            m = shear(d)
             inv = vec3(0.0)
             for a in ti.static(range(3)):
-                inv[a] = 1.0 / d[a] if d[a] != 0 else 1e30
+                inv[a] = 1.0 / d[a] if d[a] != 0 else 1e30  # a parallel slab then needs no branch
             stack = ti.Vector([0] * STACK, ti.i32)
-            sp = 1
+            sp = 0
             nh = 0
             acc = vec_m(0.0)  # per-material length of this ray, written once
-            while sp > 0:
-                sp -= 1
-                node = stack[sp]
-                tmin, tmax = ti.cast(0.0, real), ti.cast(1.0, real)
-                for a in ti.static(range(3)):
-                    if d[a] == 0:  # parallel to the slab: inside it or not at all
-                        if o[a] < lo[node][a] or o[a] > hi[node][a]:
-                            tmax = -1.0
-                    else:
-                        ta, tb = (lo[node][a] - o[a]) * inv[a], (hi[node][a] - o[a]) * inv[a]
-                        tmin = ti.max(tmin, ti.min(ta, tb))
-                        tmax = ti.min(tmax, ti.max(ta, tb))
-                if tmax >= tmin:
-                    if count[node] > 0:
-                        for q in range(start[node], start[node] + count[node]):
+            node = 0
+            t0, t1 = (lo[0] - o) * inv, (hi[0] - o) * inv
+            go = ti.max(ti.min(t0, t1).max(), 0.0) <= ti.min(ti.max(t0, t1).min(), 1.0)
+            while go:
+                if count[node] > 0:
+                    for q in range(first[node], first[node] + count[node]):
+                        a = tri[q, 0] - o
+                        t, sgn = intersect(a, tri[q, 1] - o, tri[q, 2] - o, m)
+                        if t > 0 and t <= 1:
                             f = order[q]
-                            i = faces[f]
-                            t = intersect(o, d, verts[i[0]], verts[i[1]], verts[i[2]], kx, ky, kz, sx, sy, sz)
-                            if t > 0 and t <= 1:
-                                n = (verts[i[1]] - verts[i[0]]).cross(verts[i[2]] - verts[i[0]])
-                                sgn = 1.0 if n.dot(d) > 0 else -1.0
-                                for m in ti.static(range(n_mat)):
-                                    if face_mat[f] == m:
-                                        acc[m] += sgn * t * dlen
+                            for k in ti.static(range(n_mat)):
+                                if face_mat[f] == k:
+                                    acc[k] += sgn * t * dlen
+                            if ti.static(record):
                                 if nh < hit_tri.shape[3]:
                                     hit_tri[vi, r, c, nh] = f
-                                nh += 1
-                    elif sp + 2 <= STACK:
-                        stack[sp] = right[node]
-                        stack[sp + 1] = node + 1
-                        sp += 2
+                            nh += 1
+                    if sp == 0:
+                        go = False
                     else:
-                        overflow = 1
-            hit_n[vi, r, c] = nh
-            for m in ti.static(range(n_mat)):
-                out[vi, m, r, c] = acc[m]
-            if nh > hit_tri.shape[3]:
-                overflow = 1
+                        sp -= 1
+                        node = stack[sp]
+                else:
+                    # test both children, descend into the left if hit, keep the right for later
+                    left, rgt = node + 1, right[node]
+                    la, lb = (lo[left] - o) * inv, (hi[left] - o) * inv
+                    ra, rb = (lo[rgt] - o) * inv, (hi[rgt] - o) * inv
+                    hit_l = ti.max(ti.min(la, lb).max(), 0.0) <= ti.min(ti.max(la, lb).min(), 1.0)
+                    hit_r = ti.max(ti.min(ra, rb).max(), 0.0) <= ti.min(ti.max(ra, rb).min(), 1.0)
+                    if hit_l and hit_r:
+                        if sp < STACK:
+                            stack[sp] = rgt
+                            sp += 1
+                        else:
+                            overflow = 1
+                        node = left
+                    elif hit_l:
+                        node = left
+                    elif hit_r:
+                        node = rgt
+                    elif sp == 0:
+                        go = False
+                    else:
+                        sp -= 1
+                        node = stack[sp]
+            if ti.static(record):
+                hit_n[vi, r, c] = nh
+                if nh > hit_tri.shape[3]:
+                    overflow = 1
+            for k in ti.static(range(n_mat)):
+                out[vi, k, r, c] = acc[k]
         return overflow
 
     @ti.kernel
@@ -204,22 +240,12 @@ class MeshProjector:
         mats = np.concatenate([np.full(len(m.faces), self.materials.index(mat), np.int32)
                                for m, mat in zip(meshes, materials)])
         self.bvh = build_bvh(verts, self._faces_np, leaf_size)
-        nv, nf, nn = len(verts), len(self._faces_np), len(self.bvh.lo)
-        self._verts = ti.Vector.field(3, self.real, shape=nv, needs_grad=True)
-        self._faces = ti.Vector.field(3, ti.i32, shape=nf)
-        self._face_mat = ti.field(ti.i32, shape=nf)
-        self._lo = ti.Vector.field(3, self.real, shape=nn)
-        self._hi = ti.Vector.field(3, self.real, shape=nn)
-        self._right = ti.field(ti.i32, shape=nn)
-        self._start = ti.field(ti.i32, shape=nn)
-        self._count = ti.field(ti.i32, shape=nn)
-        self._order = ti.field(ti.i32, shape=nf)
+        self._verts = ti.Vector.field(3, self.real, shape=len(verts), needs_grad=True)
+        self._faces = ti.Vector.field(3, ti.i32, shape=len(self._faces_np))
+        self._face_mat = ti.field(ti.i32, shape=len(self._faces_np))
         self._faces.from_numpy(self._faces_np)
         self._face_mat.from_numpy(mats)
-        self._right.from_numpy(self.bvh.right.astype(np.int32))
-        self._start.from_numpy(self.bvh.start.astype(np.int32))
-        self._count.from_numpy(self.bvh.count.astype(np.int32))
-        self._order.from_numpy(self.bvh.order.astype(np.int32))
+        self._tree = DeviceBVH(self.bvh, self._faces, self.real)
         self.max_hits = int(max_hits)
         if not soft_sigma_px >= 0:
             raise ValueError(f"soft_sigma_px must be >= 0, got {soft_sigma_px}")
@@ -242,13 +268,11 @@ class MeshProjector:
             raise ValueError(f"vertices must be ({self.vertex_offsets[-1]}, 3), got {v.shape}")
         if not np.all(np.isfinite(v)):
             raise ValueError("vertices contain NaN or inf")
-        self.bvh.refit(v, self._faces_np)
         np_real = np.float64 if self.real == self._ti.f64 else np.float32
         self._verts.from_numpy(v.astype(np_real))
         eps = 1e-12 if self.real == self._ti.f64 else 1e-6
         pad = eps * max(1.0, float(np.abs(v).max()))  # keep boxes closed under rounding
-        self._lo.from_numpy((self.bvh.lo - pad).astype(np_real))
-        self._hi.from_numpy((self.bvh.hi + pad).astype(np_real))
+        self._tree.refit(self._verts, pad)  # on the device; the host tree's boxes are not updated
 
     def _buffers(self, n, rows, cols):
         shape = (n, rows, cols)
@@ -268,9 +292,12 @@ class MeshProjector:
             out[i] = cam.pixel_grid()
         return out
 
-    def __call__(self, cameras) -> np.ndarray:
+    def __call__(self, cameras, record: bool = True) -> np.ndarray:
         """Path lengths, (M, rows, cols) mm for one Camera, (n, M, rows, cols) for a list (float32, or float64
-        with ``precision=64``)."""
+        with ``precision=64``).
+
+        ``record=False`` skips recording the hits (faster; then :meth:`vjp` is unavailable until the next
+        recorded call): for rendering without gradients."""
         single = isinstance(cameras, Camera)
         cams = [cameras] if single else list(cameras)
         if not cams or any(not isinstance(c, Camera) for c in cams):
@@ -280,12 +307,13 @@ class MeshProjector:
             raise ValueError("all cameras of a batch must share the detector shape")
         out, _, hit_tri, hit_n = self._buffers(len(cams), rows, cols)
         views = np.ascontiguousarray(self._views(cams), dtype=np.float64 if self.real == self._ti.f64 else np.float32)
-        overflow = self._trace(self._verts, self._faces, self._face_mat, self._lo, self._hi, self._right,
-                               self._start, self._count, self._order, views, len(cams), out, hit_tri, hit_n)
+        tr = self._tree
+        overflow = self._trace(self._verts, self._face_mat, tr.lo, tr.hi, tr.right, tr.first, tr.count, tr.order,
+                               tr.tri, views, len(cams), out, hit_tri, hit_n, bool(record))
         if overflow:
             raise RuntimeError(f"a ray hit more than max_hits={self.max_hits} triangles or the BVH is deeper than "
                                f"{STACK}: build the MeshProjector with a larger max_hits")
-        self._last = (views, len(cams))
+        self._last = (views, len(cams)) if record else None
         img = self._soften(out.to_numpy())  # float32, or float64 with precision=64
         return img[0] if single else img
 
