@@ -45,9 +45,11 @@ def test_sah_build_is_a_valid_tree_and_refit_matches_a_rebuild_of_the_boxes():
 
 def test_device_refit_matches_host_refit_and_the_render_follows_the_moved_mesh():
     v, f = _blobby(3)
-    mp = MeshProjector(make_mesh(v, f), "bone", precision=64)
+    mp = MeshProjector(make_mesh(v, f), "bone", precision=64, method="bvh")
     moved = 1.3 * v + np.random.default_rng(2).normal(0, 2.0, v.shape) + [5.0, -3.0, 2.0]
     mp.set_vertices(moved)
+    cam = carm(primary=20, secondary=10, sid=400, sdd=700, rows=48, cols=48, pixel_size=3.0)
+    img = mp(cam)  # the tree is refitted when next used
     lo, hi = mp._tree.box_arrays()
     host = build_bvh(v, f, 4)
     host.refit(moved, f)
@@ -55,10 +57,51 @@ def test_device_refit_matches_host_refit_and_the_render_follows_the_moved_mesh()
     np.testing.assert_allclose(lo, host.lo - pad, atol=1e-9)
     np.testing.assert_allclose(hi, host.hi + pad, atol=1e-9)
     # rendering the moved mesh through the refitted tree equals rendering a projector built on it afresh
-    cam = carm(primary=20, secondary=10, sid=400, sdd=700, rows=48, cols=48, pixel_size=3.0)
-    np.testing.assert_allclose(mp(cam), MeshProjector(make_mesh(moved, f), "bone", precision=64)(cam), atol=1e-9)
+    fresh = MeshProjector(make_mesh(moved, f), "bone", precision=64, method="bvh")
+    np.testing.assert_allclose(img, fresh(cam), atol=1e-9)
     # and record=False gives the same image, but no gradient until the next recorded render
     np.testing.assert_array_equal(mp(cam, record=False), mp(cam))
     mp(cam, record=False)
     with pytest.raises(RuntimeError, match="render before"):
         mp.vjp(np.ones((1, 48, 48)))
+
+
+@pytest.mark.parametrize("precision", [32, 64])
+def test_rasteriser_equals_bvh_traversal_hits_and_lengths(precision):
+    # several meshes and materials, three views in one launch, one mesh reaching behind the source's plane
+    # (its far triangles have no bounded projection and take the every-pixel path)
+    v, f = _blobby(3, seed=3)
+    cams = [carm(primary=a, secondary=b, sid=400, sdd=700, rows=40, cols=44, pixel_size=4.0)
+            for a, b in ((0, 0), (35, -10), (90, 20))]
+    src = cams[0].source
+    long_bar = make_mesh(*_bar(src))
+    meshes = [make_mesh(v, f), make_mesh(0.4 * v + [10, 0, 5], f), long_bar]
+    mats = ["bone", "titanium", "steel"]
+    out = {}
+    for method in ("raster", "bvh"):
+        mp = MeshProjector(meshes, mats, precision=precision, method=method)
+        out[method] = (mp(cams), mp._bufs[4].to_numpy())
+    tol = 1e-9 if precision == 64 else 2e-3  # float32: additions in another order, lengths ~ 1e2 mm
+    np.testing.assert_allclose(out["raster"][0], out["bvh"][0], atol=tol)
+    np.testing.assert_array_equal(out["raster"][1], out["bvh"][1])  # the same hits on every ray
+    img = out["raster"][0]
+    assert img[0, 0].max() > 50 and np.count_nonzero(img[:, 1]) > 100
+    assert np.count_nonzero(img[0, 2] > 5) > 20  # the bar is seen (its far end cap is behind the source)
+
+
+def _bar(src):
+    """A closed box from behind the source's plane to the middle of the field, off the central ray."""
+    s = np.asarray(src, float)
+    axis = -s / np.linalg.norm(s)  # towards the isocentre
+    side = np.cross(axis, [0.0, 0.0, 1.0])
+    side /= np.linalg.norm(side)
+    up = np.cross(side, axis)
+    a, b = s - 50 * axis + 12 * side, 0.6 * s + 12 * side  # starts 50 mm behind the source
+    corners = []
+    for p in (a, b):
+        for dx in (-5, 5):
+            for dy in (-5, 5):
+                corners.append(p + dx * side + dy * up)
+    faces = np.array([[0, 2, 1], [1, 2, 3], [4, 5, 6], [5, 7, 6], [0, 1, 4], [1, 5, 4],
+                      [2, 6, 3], [3, 6, 7], [0, 4, 2], [2, 4, 6], [1, 3, 5], [3, 7, 5]])
+    return np.array(corners), faces

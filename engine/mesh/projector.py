@@ -36,6 +36,8 @@ from .. import backend
 from ..geometry import Camera
 from .bvh import build_bvh
 from .bvh_device import DeviceBVH
+from .raster import make_raster_kernel
+from .ray_triangle import make_ray_funcs
 from .mesh import Mesh
 
 STACK = 64
@@ -45,67 +47,7 @@ def _make_kernels(ti, real, n_mat):
     vec3 = ti.types.vector(3, real)
     vec_m = ti.types.vector(n_mat, real)
 
-    @ti.func
-    def owned(ex, ey, s):
-        # top-left rule on the edge vector (ex, ey), oriented by the triangle's facing s
-        ex, ey = ex * s, ey * s
-        return ey > 0 or (ey == 0 and ex < 0)
-
-    @ti.func
-    def intersect(a, b, c, m):
-        # returns (t, facing): t in units of |d| (-1 for a miss); facing = sign(d . n) for the
-        # counter-clockwise normal n (the sheared frame keeps handedness, so it is the sign of det)
-        # the triangle's corners relative to the ray origin, sheared so the ray is the +z axis (rows of m)
-        pa, pb, pc = m @ a, m @ b, m @ c
-        # edge functions in f64: a product of two f32 is exact there, so u(b, c) = -u(c, b) exactly and a
-        # ray through a shared edge sees an exact 0 even where the compiler fuses multiply-adds (Woop et al.)
-        ax, ay, bx, by = ti.cast(pa[0], ti.f64), ti.cast(pa[1], ti.f64), ti.cast(pb[0], ti.f64), ti.cast(pb[1], ti.f64)
-        cx, cy = ti.cast(pc[0], ti.f64), ti.cast(pc[1], ti.f64)
-        u = cx * by - cy * bx
-        v = ax * cy - ay * cx
-        w = bx * ay - by * ax
-        t = ti.cast(-1.0, real)  # typed: a local keeps the type of its first value
-        facing = ti.cast(1.0, real)
-        if not ((u < 0 or v < 0 or w < 0) and (u > 0 or v > 0 or w > 0)):
-            det = u + v + w
-            if det != 0:
-                s = 1.0 if det > 0 else -1.0
-                facing = -s
-                ok = True
-                if u == 0:
-                    ok = ok and owned(bx - cx, by - cy, s)
-                if v == 0:
-                    ok = ok and owned(cx - ax, cy - ay, s)
-                if w == 0:
-                    ok = ok and owned(ax - bx, ay - by, s)
-                if ok:
-                    t = ti.cast((u * pa[2] + v * pb[2] + w * pc[2]) / det, real)
-        return t, facing
-
-    @ti.func
-    def shear(d):
-        # Woop et al.: kz = dominant axis of d, (kx, ky) the others with the winding kept; rows map a
-        # point relative to the origin to (x - sx z, y - sy z, sz z) in that permuted frame
-        kz = 0
-        if ti.abs(d[1]) > ti.abs(d[kz]):
-            kz = 1
-        if ti.abs(d[2]) > ti.abs(d[kz]):
-            kz = 2
-        kx = (kz + 1) % 3
-        ky = (kx + 1) % 3
-        if d[kz] < 0:
-            kx, ky = ky, kx
-        m = ti.Matrix.zero(real, 3, 3)
-        for a in ti.static(range(3)):
-            if a == kx:
-                m[0, a] = 1.0
-            if a == ky:
-                m[1, a] = 1.0
-            if a == kz:
-                m[0, a] = -d[kx] / d[kz]
-                m[1, a] = -d[ky] / d[kz]
-                m[2, a] = 1.0 / d[kz]
-        return m
+    ray, shear, intersect, slab = make_ray_funcs(ti, real)
 
     @ti.kernel
     def trace(verts: ti.template(), face_mat: ti.template(), lo: ti.template(), hi: ti.template(),
@@ -115,10 +57,7 @@ def _make_kernels(ti, real, n_mat):
         rows, cols = out.shape[2], out.shape[3]
         overflow = 0
         for vi, r, c in ti.ndrange(n_views, rows, cols):
-            o = views[vi, 0]
-            p = views[vi, 1] + ti.cast(c, real) * views[vi, 2] + \
-                ti.cast(r, real) * views[vi, 3]
-            d = p - o
+            o, d = ray(views, vi, r, c)
             dlen = d.norm()
             m = shear(d)
             inv = vec3(0.0)
@@ -129,8 +68,8 @@ def _make_kernels(ti, real, n_mat):
             nh = 0
             acc = vec_m(0.0)  # per-material length of this ray, written once
             node = 0
-            t0, t1 = (lo[0] - o) * inv, (hi[0] - o) * inv
-            go = ti.max(ti.min(t0, t1).max(), 0.0) <= ti.min(ti.max(t0, t1).min(), 1.0)
+            neg = inv < 0
+            go = slab(lo[0], hi[0], o, inv, neg)
             while go:
                 if count[node] > 0:
                     for q in range(first[node], first[node] + count[node]):
@@ -153,10 +92,8 @@ def _make_kernels(ti, real, n_mat):
                 else:
                     # test both children, descend into the left if hit, keep the right for later
                     left, rgt = node + 1, right[node]
-                    la, lb = (lo[left] - o) * inv, (hi[left] - o) * inv
-                    ra, rb = (lo[rgt] - o) * inv, (hi[rgt] - o) * inv
-                    hit_l = ti.max(ti.min(la, lb).max(), 0.0) <= ti.min(ti.max(la, lb).min(), 1.0)
-                    hit_r = ti.max(ti.min(ra, rb).max(), 0.0) <= ti.min(ti.max(ra, rb).min(), 1.0)
+                    hit_l = slab(lo[left], hi[left], o, inv, neg)
+                    hit_r = slab(lo[rgt], hi[rgt], o, inv, neg)
                     if hit_l and hit_r:
                         if sp < STACK:
                             stack[sp] = rgt
@@ -188,9 +125,7 @@ def _make_kernels(ti, real, n_mat):
         # loss = sum over recorded hits of grad_out[pixel, material] * sign * t * |d|; differentiated w.r.t. verts
         for vi, r, c in ti.ndrange(n_views, hit_tri.shape[1], hit_tri.shape[2]):
             for k in range(ti.min(hit_n[vi, r, c], hit_tri.shape[3])):
-                o = views[vi, 0]
-                p = views[vi, 1] + ti.cast(c, real) * views[vi, 2] + ti.cast(r, real) * views[vi, 3]
-                d = p - o
+                o, d = ray(views, vi, r, c)
                 f = hit_tri[vi, r, c, k]
                 i = faces[f]
                 v0, v1, v2 = verts[i[0]], verts[i[1]], verts[i[2]]
@@ -217,12 +152,21 @@ class MeshProjector:
         Float type of the vertex field and kernel arithmetic (64 for gradient checks).
     soft_sigma_px : float
         Soft edges: Gaussian width in pixels (0 = sharp); see the module doc.
+    method : "raster" (default) or "bvh"
+        How rays find their triangles: every triangle visits the pixels its projection
+        may cover (:mod:`engine.mesh.raster`), or every ray traverses the BVH.  Both
+        run the same watertight test on the same rays, so they give the same image (up
+        to the order of float additions); the rasteriser is faster unless triangles
+        cover many pixels each (a few large triangles on a fine detector).
 
     Build once (topology fixed), then :meth:`set_vertices` each step and call.
     """
 
     def __init__(self, meshes, materials, *, max_hits: int = 32, precision: int = 32, leaf_size: int = 4,
-                 soft_sigma_px: float = 0.0):
+                 soft_sigma_px: float = 0.0, method: str = "raster"):
+        if method not in ("raster", "bvh"):
+            raise ValueError(f"method must be 'raster' or 'bvh', got {method!r}")
+        self.method = method
         meshes = [meshes] if isinstance(meshes, Mesh) else list(meshes)
         materials = [materials] if isinstance(materials, str) else list(materials)
         if not meshes or len(meshes) != len(materials):
@@ -251,6 +195,7 @@ class MeshProjector:
             raise ValueError(f"soft_sigma_px must be >= 0, got {soft_sigma_px}")
         self.soft_sigma_px = float(soft_sigma_px)
         self._trace, self._hit_lengths = _make_kernels(ti, self.real, len(self.materials))
+        self._raster = make_raster_kernel(ti, self.real, len(self.materials))
         self._loss = ti.field(self.real, shape=(), needs_grad=True)
         self._bufs = None
         self._last = None
@@ -272,7 +217,8 @@ class MeshProjector:
         self._verts.from_numpy(v.astype(np_real))
         eps = 1e-12 if self.real == self._ti.f64 else 1e-6
         pad = eps * max(1.0, float(np.abs(v).max()))  # keep boxes closed under rounding
-        self._tree.refit(self._verts, pad)  # on the device; the host tree's boxes are not updated
+        self._pad = pad
+        self._tree_stale = True  # refitted on the device when the BVH is next used
 
     def _buffers(self, n, rows, cols):
         shape = (n, rows, cols)
@@ -287,9 +233,13 @@ class MeshProjector:
 
     @staticmethod
     def _views(cams) -> np.ndarray:
-        out = np.empty((len(cams), 4, 3), np.float64)
+        # source, pixel (0, 0), column and row steps; then the detector plane's dual basis (for the rasteriser)
+        out = np.empty((len(cams), 6, 3), np.float64)
         for i, cam in enumerate(cams):
-            out[i] = cam.pixel_grid()
+            out[i, :4] = g = cam.pixel_grid()
+            du, dv = g[2], g[3]
+            gram = np.array([[du @ du, du @ dv], [du @ dv, dv @ dv]])
+            out[i, 4:] = np.linalg.solve(gram, np.stack([du, dv]))
         return out
 
     def __call__(self, cameras, record: bool = True) -> np.ndarray:
@@ -307,9 +257,18 @@ class MeshProjector:
             raise ValueError("all cameras of a batch must share the detector shape")
         out, _, hit_tri, hit_n = self._buffers(len(cams), rows, cols)
         views = np.ascontiguousarray(self._views(cams), dtype=np.float64 if self.real == self._ti.f64 else np.float32)
-        tr = self._tree
-        overflow = self._trace(self._verts, self._face_mat, tr.lo, tr.hi, tr.right, tr.first, tr.count, tr.order,
-                               tr.tri, views, len(cams), out, hit_tri, hit_n, bool(record))
+        if self.method == "raster":
+            out.fill(0)
+            hit_n.fill(0)
+            overflow = self._raster(self._verts, self._faces, self._face_mat, views, len(cams), out, hit_tri,
+                                    hit_n, bool(record))
+        else:
+            tr = self._tree
+            if self._tree_stale:
+                tr.refit(self._verts, self._pad)
+                self._tree_stale = False
+            overflow = self._trace(self._verts, self._face_mat, tr.lo, tr.hi, tr.right, tr.first, tr.count,
+                                   tr.order, tr.tri, views, len(cams), out, hit_tri, hit_n, bool(record))
         if overflow:
             raise RuntimeError(f"a ray hit more than max_hits={self.max_hits} triangles or the BVH is deeper than "
                                f"{STACK}: build the MeshProjector with a larger max_hits")

@@ -1,0 +1,93 @@
+"""Ray-triangle and ray-box functions shared by the mesh kernels (BVH traversal, rasteriser, adjoint).
+
+Ray-triangle tests are watertight (Woop, Benthin & Wald, JCGT 2013): the corners,
+relative to the ray origin, are sheared so the ray is the +z axis; 2D edge
+functions then decide the hit, and neighbouring triangles evaluate a shared edge
+as exact negatives of each other (computed in f64, where a product of two f32 is
+exact, so fused multiply-adds cannot break that); a top-left ownership rule settles
+edge functions that are exactly zero, so a ray through a shared edge or vertex is
+counted once.  Every kernel derives a pixel's ray with the same expression, so all
+of them see the same edge functions for the same pixel.
+"""
+
+
+def make_ray_funcs(ti, real):
+    """Taichi functions ``(ray, shear, intersect, slab)`` for float type ``real``."""
+
+    @ti.func
+    def ray(views: ti.template(), vi, r, c):
+        # source and source->pixel-centre vector of pixel (r, c) of view vi: THE ray of that pixel
+        o = views[vi, 0]
+        p = views[vi, 1] + ti.cast(c, real) * views[vi, 2] + ti.cast(r, real) * views[vi, 3]
+        return o, p - o
+
+    @ti.func
+    def owned(ex, ey, s):
+        # top-left rule on the edge vector (ex, ey), oriented by the triangle's facing s
+        ex, ey = ex * s, ey * s
+        return ey > 0 or (ey == 0 and ex < 0)
+
+    @ti.func
+    def intersect(a, b, c, m):
+        # returns (t, facing): t in units of |d| (-1 for a miss); facing = sign(d . n) for the
+        # counter-clockwise normal n (the sheared frame keeps handedness, so it is the sign of det)
+        # the triangle's corners relative to the ray origin, sheared so the ray is the +z axis (rows of m)
+        pa, pb, pc = m @ a, m @ b, m @ c
+        # edge functions in f64: a product of two f32 is exact there, so u(b, c) = -u(c, b) exactly and a
+        # ray through a shared edge sees an exact 0 even where the compiler fuses multiply-adds (Woop et al.)
+        ax, ay, bx, by = ti.cast(pa[0], ti.f64), ti.cast(pa[1], ti.f64), ti.cast(pb[0], ti.f64), ti.cast(pb[1], ti.f64)
+        cx, cy = ti.cast(pc[0], ti.f64), ti.cast(pc[1], ti.f64)
+        u = cx * by - cy * bx
+        v = ax * cy - ay * cx
+        w = bx * ay - by * ax
+        t = ti.cast(-1.0, real)  # typed: a local keeps the type of its first value
+        facing = ti.cast(1.0, real)
+        if not ((u < 0 or v < 0 or w < 0) and (u > 0 or v > 0 or w > 0)):
+            det = u + v + w
+            if det != 0:
+                s = 1.0 if det > 0 else -1.0
+                facing = -s
+                ok = True
+                if u == 0:
+                    ok = ok and owned(bx - cx, by - cy, s)
+                if v == 0:
+                    ok = ok and owned(cx - ax, cy - ay, s)
+                if w == 0:
+                    ok = ok and owned(ax - bx, ay - by, s)
+                if ok:
+                    t = ti.cast((u * pa[2] + v * pb[2] + w * pc[2]) / det, real)
+        return t, facing
+
+    @ti.func
+    def slab(lo, hi, o, inv, neg):
+        # does the segment t in [0, 1] cross the box? near/far planes picked by the ray's direction signs
+        near = (ti.select(neg, hi, lo) - o) * inv
+        far = (ti.select(neg, lo, hi) - o) * inv
+        return ti.max(near.max(), 0.0) <= ti.min(far.min(), 1.0)
+
+    @ti.func
+    def shear(d):
+        # Woop et al.: kz = dominant axis of d, (kx, ky) the others with the winding kept; rows map a
+        # point relative to the origin to (x - sx z, y - sy z, sz z) in that permuted frame
+        kz = 0
+        if ti.abs(d[1]) > ti.abs(d[kz]):
+            kz = 1
+        if ti.abs(d[2]) > ti.abs(d[kz]):
+            kz = 2
+        kx = (kz + 1) % 3
+        ky = (kx + 1) % 3
+        if d[kz] < 0:
+            kx, ky = ky, kx
+        m = ti.Matrix.zero(real, 3, 3)
+        for a in ti.static(range(3)):
+            if a == kx:
+                m[0, a] = 1.0
+            if a == ky:
+                m[1, a] = 1.0
+            if a == kz:
+                m[0, a] = -d[kx] / d[kz]
+                m[1, a] = -d[ky] / d[kz]
+                m[2, a] = 1.0 / d[kz]
+        return m
+
+    return ray, shear, intersect, slab
