@@ -239,6 +239,16 @@ class Camera:
         return self.replace(rows=self.rows // f, cols=self.cols // f, pixel_size=self.pixel_size * f,
                             principal_point=((cu + 0.5) / f - 0.5, (cv + 0.5) / f - 0.5))
 
+    def subdivided(self, factor: int) -> "Camera":
+        """Each pixel split into ``factor x factor`` sub-pixels of ``pixel_size / factor`` mm over the same area:
+        the inverse of :meth:`binned` (``cam.subdivided(f).binned(f) == cam``).  Used for supersampling."""
+        f = int(factor)
+        if f < 1 or f != factor:
+            raise ValueError(f"subdivision factor must be a positive integer, got {factor!r}")
+        cu, cv = self.principal_point
+        return self.replace(rows=self.rows * f, cols=self.cols * f, pixel_size=self.pixel_size / f,
+                            principal_point=(f * (cu + 0.5) - 0.5, f * (cv + 0.5) - 0.5))
+
     def replace(self, **changes) -> "Camera":
         """A copy with some fields changed (dataclasses.replace)."""
         import dataclasses

@@ -1,16 +1,15 @@
 """Taichi distance maps of closed triangle meshes, with vertex gradients.
 
-For each detector ray (source -> pixel centre, parameter t in [0, 1]) the BVH is
-traversed and every triangle hit is recorded; the path length inside the meshes
+For each detector ray (source -> pixel centre, parameter t in [0, 1]) every
+triangle hit is found, by rasterisation (:mod:`engine.mesh.raster`, default) or by
+BVH traversal (``method="bvh"``), and recorded; the path length inside the meshes
 of material m is ``L_m = sum_i sign(d . n_i) t_i |d|`` (mm; exit hits count +,
 entry hits -, DESIGN.md), which is exact for closed, outward-oriented meshes and
 independent of where the ray starts or ends outside them.
 
-Ray-triangle tests are watertight (Woop, Benthin & Wald, JCGT 2013: coordinates
-sheared so the ray is the z axis, 2D edge functions that neighbouring triangles
-evaluate as exact negatives of each other), with a top-left ownership rule for
-edge functions that are exactly zero, so a ray through a shared edge or vertex
-is counted once: no cracks, no double counting.
+Ray-triangle tests are watertight (:mod:`engine.mesh.ray_triangle`: Woop, Benthin
+& Wald, JCGT 2013, with a top-left ownership rule), so a ray through a shared edge
+or vertex is counted once: no cracks, no double counting.
 
 Gradients: hits are recorded in the forward pass; :meth:`MeshProjector.vjp`
 differentiates the path lengths over the recorded hits (Taichi autodiff of a
@@ -27,13 +26,15 @@ same kernel (it is self-adjoint), so pixels up to ~3 sigma outside the outline p
 on the vertices that form it.  This is image-space softening (a blurred distance
 map, as in coarse-to-fine silhouette losses), not a geometric soft rasteriser: it
 trades detail for reach; lower sigma as the fit converges.
-"""
-import math
 
+Anti-aliasing (``supersample = s``): each pixel averages s x s sub-pixel rays, the
+VJP spreads its gradient over them; the image's steps as an outline or a thread
+ridge crosses a ray shrink s-fold (area sampling in the limit).
+"""
 import numpy as np
 
 from .. import backend
-from ..geometry import Camera
+from ..geometry import Camera, bin_image
 from .bvh import build_bvh
 from .bvh_device import DeviceBVH
 from .raster import make_raster_kernel
@@ -152,6 +153,11 @@ class MeshProjector:
         Float type of the vertex field and kernel arithmetic (64 for gradient checks).
     soft_sigma_px : float
         Soft edges: Gaussian width in pixels (0 = sharp); see the module doc.
+    supersample : int
+        Anti-aliasing: each pixel is the mean of ``supersample x supersample`` sub-pixel
+        rays (the VJP spreads each pixel's gradient over them).  The image then moves
+        continuously with the outline at the sub-pixel scale, so finite differences and
+        the exact derivative agree over smaller steps; cost grows with its square.
     method : "raster" (default) or "bvh"
         How rays find their triangles: every triangle visits the pixels its projection
         may cover (:mod:`engine.mesh.raster`), or every ray traverses the BVH.  Both
@@ -163,10 +169,13 @@ class MeshProjector:
     """
 
     def __init__(self, meshes, materials, *, max_hits: int = 32, precision: int = 32, leaf_size: int = 4,
-                 soft_sigma_px: float = 0.0, method: str = "raster"):
+                 soft_sigma_px: float = 0.0, supersample: int = 1, method: str = "raster"):
         if method not in ("raster", "bvh"):
             raise ValueError(f"method must be 'raster' or 'bvh', got {method!r}")
         self.method = method
+        if int(supersample) != supersample or supersample < 1:
+            raise ValueError(f"supersample must be a positive integer, got {supersample!r}")
+        self.supersample = int(supersample)
         meshes = [meshes] if isinstance(meshes, Mesh) else list(meshes)
         materials = [materials] if isinstance(materials, str) else list(materials)
         if not meshes or len(meshes) != len(materials):
@@ -255,7 +264,10 @@ class MeshProjector:
         rows, cols = cams[0].rows, cams[0].cols
         if any((c.rows, c.cols) != (rows, cols) for c in cams):
             raise ValueError("all cameras of a batch must share the detector shape")
-        out, _, hit_tri, hit_n = self._buffers(len(cams), rows, cols)
+        ss = self.supersample
+        if ss > 1:
+            cams = [c.subdivided(ss) for c in cams]
+        out, _, hit_tri, hit_n = self._buffers(len(cams), rows * ss, cols * ss)
         views = np.ascontiguousarray(self._views(cams), dtype=np.float64 if self.real == self._ti.f64 else np.float32)
         if self.method == "raster":
             out.fill(0)
@@ -273,7 +285,10 @@ class MeshProjector:
             raise RuntimeError(f"a ray hit more than max_hits={self.max_hits} triangles or the BVH is deeper than "
                                f"{STACK}: build the MeshProjector with a larger max_hits")
         self._last = (views, len(cams)) if record else None
-        img = self._soften(out.to_numpy())  # float32, or float64 with precision=64
+        img = out.to_numpy()  # float32, or float64 with precision=64
+        if ss > 1:
+            img = bin_image(img, ss).astype(img.dtype)
+        img = self._soften(img)
         return img[0] if single else img
 
     def _soften(self, img: np.ndarray) -> np.ndarray:
@@ -296,9 +311,13 @@ class MeshProjector:
         g = np.asarray(grad_lengths, np.float64)
         if g.ndim == 3:
             g = g[None]
-        if g.shape != grad.shape:
-            raise ValueError(f"gradient shape {g.shape} differs from the output's {grad.shape}")
+        ss = self.supersample
+        if g.ndim != 4 or (g.shape[0], g.shape[1], g.shape[2] * ss, g.shape[3] * ss) != grad.shape:
+            raise ValueError(f"gradient shape {g.shape} differs from the output's "
+                             f"{grad.shape[:2] + (grad.shape[2] // ss, grad.shape[3] // ss)}")
         g = self._soften(g)  # the zero-padded symmetric blur is its own adjoint
+        if ss > 1:  # adjoint of the block mean: each sub-pixel gets its pixel's gradient / ss^2
+            g = np.repeat(np.repeat(g, ss, axis=2), ss, axis=3) / ss ** 2
         grad.from_numpy(g.astype(np.float64 if self.real == self._ti.f64 else np.float32))
         self._verts.grad.fill(0)
         self._loss[None] = 0
