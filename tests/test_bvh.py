@@ -46,11 +46,12 @@ def test_sah_build_is_a_valid_tree_and_refit_matches_a_rebuild_of_the_boxes():
 def test_device_refit_matches_host_refit_and_the_render_follows_the_moved_mesh():
     v, f = _blobby(3)
     mp = MeshProjector(make_mesh(v, f), "bone", precision=64, method="bvh")
+    cam = carm(primary=20, secondary=10, sid=400, sdd=700, rows=48, cols=48, pixel_size=3.0)
+    mp(cam)  # builds the tree over v
     moved = 1.3 * v + np.random.default_rng(2).normal(0, 2.0, v.shape) + [5.0, -3.0, 2.0]
     mp.set_vertices(moved)
-    cam = carm(primary=20, secondary=10, sid=400, sdd=700, rows=48, cols=48, pixel_size=3.0)
     img = mp(cam)  # the tree is refitted when next used
-    lo, hi = mp._tree.box_arrays()
+    lo, hi = mp.tree.box_arrays()
     host = build_bvh(v, f, 4)
     host.refit(moved, f)
     pad = 1e-12 * np.abs(moved).max()

@@ -192,13 +192,13 @@ class MeshProjector:
         verts = np.concatenate([m.vertices for m in meshes])
         mats = np.concatenate([np.full(len(m.faces), self.materials.index(mat), np.int32)
                                for m, mat in zip(meshes, materials)])
-        self.bvh = build_bvh(verts, self._faces_np, leaf_size)
         self._verts = ti.Vector.field(3, self.real, shape=len(verts), needs_grad=True)
         self._faces = ti.Vector.field(3, ti.i32, shape=len(self._faces_np))
         self._face_mat = ti.field(ti.i32, shape=len(self._faces_np))
         self._faces.from_numpy(self._faces_np)
         self._face_mat.from_numpy(mats)
-        self._tree = DeviceBVH(self.bvh, self._faces, self.real)
+        self.leaf_size = int(leaf_size)
+        self._tree = None  # the BVH, built on first use by method="bvh" (the rasteriser needs none)
         self.max_hits = int(max_hits)
         if not soft_sigma_px >= 0:
             raise ValueError(f"soft_sigma_px must be >= 0, got {soft_sigma_px}")
@@ -209,6 +209,15 @@ class MeshProjector:
         self._bufs = None
         self._last = None
         self.set_vertices(verts)
+
+    @property
+    def tree(self) -> DeviceBVH:
+        """The BVH on the device (built over the current vertices on first access)."""
+        if self._tree is None:
+            bvh = build_bvh(self.vertices, self._faces_np, self.leaf_size)
+            self._tree = DeviceBVH(bvh, self._faces, self.real)
+            self._tree_stale = True
+        return self._tree
 
     @property
     def vertices(self) -> np.ndarray:
@@ -275,7 +284,7 @@ class MeshProjector:
             overflow = self._raster(self._verts, self._faces, self._face_mat, views, len(cams), out, hit_tri,
                                     hit_n, bool(record))
         else:
-            tr = self._tree
+            tr = self.tree
             if self._tree_stale:
                 tr.refit(self._verts, self._pad)
                 self._tree_stale = False
