@@ -3,7 +3,7 @@
 Model: the LLP26 pelvis model subdivided once (7,778 vertices, 15,552 triangles),
 all 25 modes.  Views: AP, or AP + lateral, C-arm sid 700 / sdd 1000 mm, detectors
 of 128x128 (3.2 mm pixels) and 256x256 (1.6 mm).  An iteration is
-``Objective.__call__``: pose the instance, refit the BVH, render every view, NCC
+``Objective.__call__``: pose the instance, upload the vertices, render every view, NCC
 loss and its gradient, back-projection to the vertices, chain rule to coefficients
 and pose.  Full reconstruction: the default schedule (bins 4 -> 2 -> 1) from a pose
 10 degrees / 20 mm off, targets rendered from a model instance.  Median times after
