@@ -205,7 +205,7 @@ def main(argv=None) -> dict:
     print(f"pelvis: {len(pelvis)} bodies, {sum(len(m.faces) for m in pelvis)} triangles "
           f"(LLP26 mean, {args.levels} subdivisions); screw: {screw}")
     projector = MeshProjector(pelvis + [screw], ["bone"] * len(pelvis) + ["titanium"])
-    lap("projector (BVH, upload)")
+    lap("projector (upload)")
     print(f"Taichi backend: {engine.backend.current().arch}; materials {projector.materials}")
 
     cams = {key: engine.carm(primary=primary, secondary=0.0, sid=SID, sdd=SDD, isocenter=(0.0, 0.0, 0.0),
