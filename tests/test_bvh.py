@@ -106,3 +106,17 @@ def _bar(src):
     faces = np.array([[0, 2, 1], [1, 2, 3], [4, 5, 6], [5, 7, 6], [0, 1, 4], [1, 5, 4],
                       [2, 6, 3], [3, 6, 7], [0, 4, 2], [2, 4, 6], [1, 3, 5], [3, 7, 5]])
     return np.array(corners), faces
+
+
+@pytest.mark.parametrize("method", ["raster", "bvh"])
+def test_more_hits_than_recorded_is_an_error_not_a_wrong_gradient(method):
+    # three nested spheres: a central ray crosses 6 triangles; recording 4 must fail loudly
+    meshes = [icosphere(r, 2) for r in (10.0, 20.0, 30.0)]
+    cam = carm(sid=300, sdd=500, rows=8, cols=8, pixel_size=2.0)
+    img = MeshProjector(meshes, ["bone"] * 3, max_hits=6, method=method)(cam)
+    assert img[0].max() > 110  # 2 x (10 + 20 + 30) mm through the centre, less the facets
+    with pytest.raises(RuntimeError, match="max_hits=4"):
+        MeshProjector(meshes, ["bone"] * 3, max_hits=4, method=method)(cam)
+    # without recording there is nothing to overflow
+    img4 = MeshProjector(meshes, ["bone"] * 3, max_hits=4, method=method)(cam, record=False)
+    np.testing.assert_allclose(img4, img, rtol=1e-6)
