@@ -42,8 +42,14 @@ def typical_spr(kvp: float, field_cm2: float, water_cm: float, grid: bool = True
     20 cm patient and a 30 x 30 cm field at 90 kVp (orders of magnitude reported in
     the fluoroscopy literature).  An engineering default, not a fit to measurements.
     """
-    base = 4.0 * (water_cm / 20.0) * np.sqrt(max(field_cm2, 1.0) / 900.0) * (1.0 + (kvp - 90.0) / 400.0)
-    return float(max(base * (0.15 if grid else 1.0), 0.0))
+    return float(max(spr_per_water_cm(kvp, field_cm2, grid) * water_cm, 0.0))
+
+
+def spr_per_water_cm(kvp: float, field_cm2: float, grid: bool = True) -> float:
+    """Slope of :func:`typical_spr` in the water-equivalent thickness (1/cm): the SPR is this times
+    ``water_cm`` (clipped at 0), so its derivative is this where the SPR is positive."""
+    base = 4.0 / 20.0 * np.sqrt(max(field_cm2, 1.0) / 900.0) * (1.0 + (kvp - 90.0) / 400.0)
+    return float(base * (0.15 if grid else 1.0))
 
 
 def _downsample_matrix(n: int, f: int) -> np.ndarray:
@@ -141,13 +147,29 @@ class ScatterModel:
         c = spr * sp / sf if sf > 0 else 0.0
         return c * f, (p, w, a, f, sp, sf, spr, pixel_mm)
 
+    def resolve_spr_vjp(self, kvp: float, field_cm2: float, water_cm: np.ndarray, grad_spr: float) -> np.ndarray:
+        """d loss / d water_cm (per pixel, 1/cm) through :meth:`resolve_spr`, given d loss / d spr.
+
+        A fixed ``spr`` does not depend on the image; the automatic one is
+        ``max(k * mean(water_cm), 0)`` (:func:`typical_spr`), so each pixel gets ``k / n`` where it is positive.
+        """
+        w = np.asarray(water_cm, np.float64)
+        if self.spr is not None or self.resolve_spr(kvp, field_cm2, w) <= 0:
+            return np.zeros_like(w)
+        return np.full_like(w, grad_spr * spr_per_water_cm(kvp, field_cm2, self.grid) / w.size)
+
     def vjp(self, cache, grad_s):
-        """(d loss / d primary, d loss / d water_cm) from d loss / d S."""
+        """(d loss / d primary, d loss / d water_cm, d loss / d spr) from d loss / d S.
+
+        The third is the gradient with respect to the ``spr`` argument of :meth:`forward` (S is linear in it);
+        chain it through :meth:`resolve_spr_vjp` when the SPR was resolved from the image.
+        """
         p, w, a, f, sp, sf, spr, pixel_mm = cache
         gs = np.asarray(grad_s, np.float64)
         if sf <= 0:
-            return np.zeros_like(p), np.zeros_like(w)
+            return np.zeros_like(p), np.zeros_like(w), 0.0
         gsf = float((gs * f).sum())
+        g_spr = sp / sf * gsf  # S = spr * sum(P) / sum(F) * F
         gf = spr * sp / sf * gs - spr * sp / sf ** 2 * gsf  # through c = spr * sum(P) / sum(F)
         gp = np.full_like(p, spr / sf * gsf)  # through sum(P)
         gw = np.zeros_like(w)
@@ -160,4 +182,4 @@ class ScatterModel:
                 gq = dr.T @ fftconvolve(gfc, k, mode="same") @ dc  # symmetric kernel: its own adjoint
                 gp += gq * a * h[g]
                 gw += gq * p * (da * h[g] + a * dh[g])
-        return gp, gw
+        return gp, gw, g_spr
