@@ -61,26 +61,44 @@ def _downsample_matrix(n: int, f: int) -> np.ndarray:
     return d
 
 
-def _upsample_matrix(n: int, f: int) -> np.ndarray:
-    """(n, ceil(n/f)) linear interpolation from block centres to pixel centres (clamped at the ends)."""
+def upsample_index(n: int, f: int):
+    """Linear interpolation from block centres to pixel centres along one axis (clamped at the ends).
+
+    Returns ``(j, t)``: pixel i is ``(1 - t_i) * coarse[j_i] + t_i * coarse[j_i + 1]`` (int32 and float64
+    arrays of length n; with one block, ``j = 0`` and ``t = 0``)."""
     nc = -(-n // f)
     centres = np.array([(b * f + min(n, b * f + f) - 1) / 2.0 for b in range(nc)])
-    u = np.zeros((n, nc))
+    j = np.zeros(n, np.int32)
+    t = np.zeros(n)
+    if nc == 1:
+        return j, t
     for i in range(n):
-        j = int(np.clip(np.searchsorted(centres, i) - 1, 0, max(nc - 2, 0)))
-        if nc == 1:
-            u[i, 0] = 1.0
-            continue
-        t = np.clip((i - centres[j]) / (centres[j + 1] - centres[j]), 0.0, 1.0)
-        u[i, j], u[i, j + 1] = 1.0 - t, t
+        j[i] = int(np.clip(np.searchsorted(centres, i) - 1, 0, nc - 2))
+        t[i] = np.clip((i - centres[j[i]]) / (centres[j[i] + 1] - centres[j[i]]), 0.0, 1.0)
+    return j, t
+
+
+def _upsample_matrix(n: int, f: int) -> np.ndarray:
+    """(n, ceil(n/f)) matrix of :func:`upsample_index`."""
+    nc = -(-n // f)
+    j, t = upsample_index(n, f)
+    u = np.zeros((n, nc))
+    u[np.arange(n), j] += 1.0 - t
+    if nc > 1:
+        u[np.arange(n), j + 1] += t
     return u
 
 
-def _gaussian_kernel(sigma_px: float) -> np.ndarray:
+def gaussian_1d(sigma_px: float) -> np.ndarray:
+    """Normalised 1-D Gaussian taps, radius ceil(3 sigma) (the 2-D kernel is their outer product)."""
     r = int(np.ceil(3 * sigma_px))
     x = np.arange(-r, r + 1)
     g = np.exp(-0.5 * (x / sigma_px) ** 2)
-    g /= g.sum()
+    return g / g.sum()
+
+
+def _gaussian_kernel(sigma_px: float) -> np.ndarray:
+    g = gaussian_1d(sigma_px)
     return np.outer(g, g)
 
 
@@ -118,12 +136,20 @@ class ScatterModel:
                 dh[g][m & inside] = -1.0 / (c[g + 1] - c[g])
         return h, dh
 
+    def sigmas_px(self, coarse_mm: float) -> list:
+        """Kernel width of each thickness group, in coarse-grid pixels."""
+        return [self.sigma0_mm * (1 + c / 20.0) / coarse_mm for c in self.group_centres_cm]
+
     def _kernels(self, coarse_mm: float):
-        return [_gaussian_kernel(self.sigma0_mm * (1 + c / 20.0) / coarse_mm) for c in self.group_centres_cm]
+        return [_gaussian_kernel(s) for s in self.sigmas_px(coarse_mm)]
+
+    def block_factor(self, pixel_mm: float) -> int:
+        """Detector pixels per coarse-grid cell along each axis."""
+        return max(1, int(self.grid_mm // pixel_mm))
 
     def _resampling(self, shape, pixel_mm: float):
         """Block factor and the (down, up) matrices for rows and columns."""
-        f = max(1, int(self.grid_mm // pixel_mm))
+        f = self.block_factor(pixel_mm)
         return f, [(_downsample_matrix(n, f), _upsample_matrix(n, f)) for n in shape]
 
     def resolve_spr(self, kvp: float, field_cm2: float, water_cm: np.ndarray) -> float:
