@@ -202,3 +202,39 @@ def test_device_chain_errors():
         dev.add_array(np.full((1, 4, 4), np.nan), ["bone"])
     with pytest.raises(ValueError, match="quanta"):
         dev.run(quanta=-1.0)
+
+
+@pytest.mark.parametrize("spr", [0.7, None])
+def test_device_scatter_sums_over_pixels_behind_the_object(spr):
+    """min_water_cm: sum(P), sum(F) and the mean thickness (automatic SPR) only over pixels at or above it;
+    None: over all pixels, the NumPy model's rule."""
+    from engine.backend import ti_module
+    from engine.physics.device_scatter import DeviceScatter
+    from engine.physics.scatter import typical_spr
+
+    ti = ti_module()
+    model = ScatterModel(spr=spr, sigma0_mm=10.0)
+    rng = np.random.default_rng(5)
+    water = np.where(np.arange(40)[None, :] < 12, 0.0, rng.uniform(5, 25, (30, 40)))  # air on the left
+    primary = np.exp(-0.2 * water) * rng.uniform(0.9, 1.0, water.shape)
+    f_numpy, _ = model.forward(primary, water, 2.0, 1.0)  # F up to a constant factor
+    arrays = []
+    for a in (primary, water):
+        arrays.append(ti.ndarray(ti.f32, a.shape))
+        arrays[-1].from_numpy(a.astype(np.float32))
+    out = {}
+    for thr in (3.0, None):
+        sc = DeviceScatter(model, water.shape, 2.0, 90.0, min_water_cm=thr)
+        sc.run(*arrays)
+        out[thr] = dict(zip(("sp", "sf", "mean_w", "spr", "c"), sc.scalars.to_numpy()))
+    m = water >= 3.0
+    for thr, mask in ((3.0, m), (None, np.ones_like(m))):
+        o = out[thr]
+        want_spr = spr if spr is not None else typical_spr(90.0, 30 * 40 * 0.04, water[mask].mean(), True)
+        assert o["mean_w"] == pytest.approx(water[mask].mean(), rel=1e-5)
+        assert o["spr"] == pytest.approx(want_spr, rel=1e-5)
+        assert o["sp"] == pytest.approx(primary[mask].sum(), rel=1e-5)
+        assert o["c"] == pytest.approx(o["spr"] * o["sp"] / o["sf"], rel=1e-6)
+    # the same coarse F in both runs: the masked share of sum(F) is the NumPy F's
+    assert out[3.0]["sf"] / out[None]["sf"] == pytest.approx(f_numpy[m].sum() / f_numpy.sum(), rel=1e-5)
+    assert out[3.0]["sf"] / out[None]["sf"] < 0.9  # the air pixels carry scatter: the mask matters

@@ -132,7 +132,7 @@ class DeviceChain:
         if self.scatter is not None:
             sc = self._sc
             sc.run(self.primary, self.water)
-            tables = (sc.fc, sc.up[0][0], sc.up[0][1], sc.up[1][0], sc.up[1][1], sc.scalars)
+            tables = (sc.fc, *sc.up, sc.scalars)
         else:
             tables = self._nosc
         detect(self.primary, *tables, int(self.scatter is not None), float(quanta or 0.0), float(electronic_std),

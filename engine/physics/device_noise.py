@@ -12,6 +12,7 @@ Per pixel, with the semantics of :class:`NoiseModel` and :func:`engine.simulate`
 """
 from .. import backend
 from .device_rng import normal, pixel_key, poisson
+from .device_scatter import bilinear
 
 ti = backend.ti_module()
 
@@ -27,16 +28,10 @@ def detect(primary: ti.types.ndarray(dtype=ti.f32, ndim=2), fc: ti.types.ndarray
     """primary (rows, cols) I/I0 -> scatter, clean (noiseless, output units) and image (rows, cols).
     quanta <= 0: no noise."""
     rows, cols = primary.shape[0], primary.shape[1]
-    nr, nc = fc.shape[0], fc.shape[1]
     for r, c in ti.ndrange(rows, cols):
         s = ti.f32(0.0)
         if has_scatter != 0:
-            j0, j1 = row_j[r], ti.min(row_j[r] + 1, nr - 1)
-            i0, i1 = col_j[c], ti.min(col_j[c] + 1, nc - 1)
-            tr, tc = row_t[r], col_t[c]
-            top = (1.0 - tc) * fc[j0, i0] + tc * fc[j0, i1]
-            bottom = (1.0 - tc) * fc[j1, i0] + tc * fc[j1, i1]
-            s = scalars[4] * ((1.0 - tr) * top + tr * bottom)
+            s = scalars[4] * bilinear(fc, row_j, row_t, col_j, col_t, r, c)
         total = primary[r, c] + s
         value = total
         floor = ti.f32(1e-12)
