@@ -85,10 +85,8 @@ def tier2(trials, views, size, rng, kw):
     return out
 
 
-def tier3b(trials, views, size, rng, kw, photons=1e4):
-    import engine
+def tier3b(trials, views, size, rng, kw, quanta=1000.0):
     from engine.phantoms.pelvis_ct import make_pelvis_phantom, pelvis_mesh
-    from engine.recon import line_integral
     from engine.volume import CT, Volume
 
     shapes, _ = llp26_population()
@@ -100,14 +98,12 @@ def tier3b(trials, views, size, rng, kw, photons=1e4):
         v, f = pelvis_mesh(2, coarse_vertices=shapes[s])
         truth = Mesh(vertices=v, faces=f)
         cams = ex.cameras(views, size)
-        imgs = [engine.simulate(vol, c, spectrum="fluoro90", scatter=True, noise=photons, seed=1000 * i + k)
-                for k, c in enumerate(cams)]
-        targets = np.stack([line_integral(np.maximum(im, 1e-4)) for im in imgs])
+        targets = ex.xray_targets(vol, cams, quanta=quanta, seed=1000 * i)
         model = build_pelvis_model(exclude=[s]).subdivided(1)
         off = ex.random_offset(rng)
         init = ex.offset_pose(np.eye(4), model.mean.mean(0), *off)
         t, _ = ex.run_trial("3b CT phantom+physics", views, f"subject {s}", targets, cams, model, truth, init,
-                            **{"loss": "bncc", "prior_weight": 1e-2, "n_modes": 10, **kw})
+                            **{"loss": "xray", "prior_weight": 1e-2, "n_modes": 10, **kw})
         t.init_deg, t.init_mm = ex.offset_size(off)
         out.append(t)
         print(json.dumps(t.row()), flush=True)

@@ -60,8 +60,9 @@ def test_device_refit_matches_host_refit_and_the_render_follows_the_moved_mesh()
     # rendering the moved mesh through the refitted tree equals rendering a projector built on it afresh
     fresh = MeshProjector(make_mesh(moved, f), "bone", precision=64, method="bvh")
     np.testing.assert_allclose(img, fresh(cam), atol=1e-9)
-    # and record=False gives the same image, but no gradient until the next recorded render
-    np.testing.assert_array_equal(mp(cam, record=False), mp(cam))
+    # and record=False gives the same image (to rounding: hits may be summed in another order), but no
+    # gradient until the next recorded render
+    np.testing.assert_allclose(mp(cam, record=False), mp(cam), rtol=1e-12, atol=1e-12)
     mp(cam, record=False)
     with pytest.raises(RuntimeError, match="render before"):
         mp.vjp(np.ones((1, 48, 48)))

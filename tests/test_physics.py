@@ -134,6 +134,21 @@ def test_scatter_total_matches_spr_and_slab_field_is_smooth_and_centre_peaked():
     np.testing.assert_allclose(off, p)
 
 
+def test_scatter_spr_is_behind_the_object_and_open_beam_does_not_inflate_it():
+    """With air in the field, the SPR holds over the pixels behind the object; the open beam adds no scatter."""
+    model = ScatterModel(spr=0.7)
+    chain = PhysicsChain(["water"], preset("fluoro90", bins=16), scatter=model, pixel_mm=2.0)
+    half = np.zeros((1, 96, 128))
+    half[0, :, :64] = 30.0  # 30 cm water on the left, open beam on the right
+    _, parts = chain.forward(half, return_parts=True)
+    s, p = parts["scatter"], parts["primary"]
+    behind = parts["water_cm"] >= model.object_cm
+    assert s[behind].sum() == pytest.approx(0.7 * p[behind].sum(), rel=1e-9)
+    # behind the middle of the slab the local SPR stays of the order of the chosen one (was ~20x it when the
+    # open beam's primary entered the normalisation)
+    assert s[48, 20] / p[48, 20] < 2.0
+
+
 def _check_grad(f, x, grad, n=6, h=1e-5, rtol=1e-5, seed=0):
     rng = np.random.default_rng(seed)
     for _ in range(n):
@@ -196,6 +211,7 @@ def test_chain_gradient_with_automatic_spr_matches_central_differences(output):
                          scatter=ScatterModel(spr=None, sigma0_mm=10.0), output=output, pixel_mm=2.0)
     rng = np.random.default_rng(3)
     paths = rng.uniform(0.5, 12.0, (2, 16, 20))
+    paths[:, :, -5:] = 0.0  # open beam: outside the mean thickness the SPR comes from
     target = rng.uniform(0, 1, (16, 20))
 
     def loss(p):

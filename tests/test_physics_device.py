@@ -20,7 +20,9 @@ def _paths(rows=30, cols=44, seed=0):
     soft = 5 + 20 * np.exp(-((x - 0.4) ** 2 + (y - 0.3) ** 2) * 4) + rng.uniform(0, 0.5, (rows, cols))
     bone = 3.0 * ((x > 0.3) & (x < 0.45)) + rng.uniform(0, 0.2, (rows, cols))
     air = rng.uniform(0, 0.02, (rows, cols))
-    return np.stack([air, soft, bone]).astype(np.float32)
+    out = np.stack([air, soft, bone])
+    out[1:, :, -cols // 5:] = 0.0  # open beam on the right: not behind the object (ScatterModel.object_cm)
+    return out.astype(np.float32)
 
 
 def _spectrum(name):
@@ -49,7 +51,9 @@ def test_device_chain_matches_numpy_chain(spec, kind, scatter, output):
     np.testing.assert_allclose(dparts["primary"], parts["primary"], rtol=2e-6, atol=1e-9)
     np.testing.assert_allclose(dparts["spr"], parts["spr"], rtol=1e-5)
     if sc is not None:
-        assert parts["scatter"].sum() > 0.1 * parts["primary"].sum()  # scatter matters
+        behind = parts["water_cm"] >= sc.object_cm
+        assert 0 < behind.mean() < 0.9  # open beam in the field (left out of the SPR's sums)
+        assert parts["scatter"][behind].sum() > 0.1 * parts["primary"][behind].sum()  # scatter matters
         np.testing.assert_allclose(dparts["scatter"], parts["scatter"], rtol=1e-5, atol=1e-8)
 
 
@@ -206,35 +210,34 @@ def test_device_chain_errors():
 
 @pytest.mark.parametrize("spr", [0.7, None])
 def test_device_scatter_sums_over_pixels_behind_the_object(spr):
-    """min_water_cm: sum(P), sum(F) and the mean thickness (automatic SPR) only over pixels at or above it;
-    None: over all pixels, the NumPy model's rule."""
+    """sum(P), sum(F) and the mean thickness (automatic SPR) only over pixels with w >= object_cm."""
     from engine.backend import ti_module
     from engine.physics.device_scatter import DeviceScatter
     from engine.physics.scatter import typical_spr
 
     ti = ti_module()
-    model = ScatterModel(spr=spr, sigma0_mm=10.0)
     rng = np.random.default_rng(5)
     water = np.where(np.arange(40)[None, :] < 12, 0.0, rng.uniform(5, 25, (30, 40)))  # air on the left
     primary = np.exp(-0.2 * water) * rng.uniform(0.9, 1.0, water.shape)
-    f_numpy, _ = model.forward(primary, water, 2.0, 1.0)  # F up to a constant factor
     arrays = []
     for a in (primary, water):
         arrays.append(ti.ndarray(ti.f32, a.shape))
         arrays[-1].from_numpy(a.astype(np.float32))
     out = {}
-    for thr in (3.0, None):
-        sc = DeviceScatter(model, water.shape, 2.0, 90.0, min_water_cm=thr)
+    for thr in (3.0, 0.0):
+        model = ScatterModel(spr=spr, sigma0_mm=10.0, object_cm=thr)
+        sc = DeviceScatter(model, water.shape, 2.0, 90.0)
         sc.run(*arrays)
         out[thr] = dict(zip(("sp", "sf", "mean_w", "spr", "c"), sc.scalars.to_numpy()))
-    m = water >= 3.0
-    for thr, mask in ((3.0, m), (None, np.ones_like(m))):
-        o = out[thr]
+        mask = water >= thr
         want_spr = spr if spr is not None else typical_spr(90.0, 30 * 40 * 0.04, water[mask].mean(), True)
+        o = out[thr]
         assert o["mean_w"] == pytest.approx(water[mask].mean(), rel=1e-5)
         assert o["spr"] == pytest.approx(want_spr, rel=1e-5)
         assert o["sp"] == pytest.approx(primary[mask].sum(), rel=1e-5)
         assert o["c"] == pytest.approx(o["spr"] * o["sp"] / o["sf"], rel=1e-6)
     # the same coarse F in both runs: the masked share of sum(F) is the NumPy F's
-    assert out[3.0]["sf"] / out[None]["sf"] == pytest.approx(f_numpy[m].sum() / f_numpy.sum(), rel=1e-5)
-    assert out[3.0]["sf"] / out[None]["sf"] < 0.9  # the air pixels carry scatter: the mask matters
+    f_numpy, _ = ScatterModel(spr=1.0, sigma0_mm=10.0).forward(primary, water, 2.0, 1.0)  # F up to a factor
+    m = water >= 3.0
+    assert out[3.0]["sf"] / out[0.0]["sf"] == pytest.approx(f_numpy[m].sum() / f_numpy.sum(), rel=1e-5)
+    assert out[3.0]["sf"] / out[0.0]["sf"] < 0.9  # the air pixels carry scatter: the mask matters

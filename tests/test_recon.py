@@ -7,15 +7,7 @@ import engine
 from engine.mesh.pose import rotation_from_vector
 from engine.recon import BandpassNCC, GradientNCC, MSE, NCC, Objective, ShapePose, Silhouette, line_integral, reconstruct
 from engine.ssm import load_pelvis_model
-
-
-def _fd_check(f, grad, x, rng, n_dirs=3, h=1e-5, rtol=1e-5):
-    """Directional derivatives of f at x along random directions against <grad, dir>."""
-    for _ in range(n_dirs):
-        d = rng.standard_normal(x.shape)
-        fd = (f(x + h * d) - f(x - h * d)) / (2 * h)
-        an = float((grad * d).sum())
-        assert an == pytest.approx(fd, rel=rtol, abs=1e-9 * max(1.0, abs(fd))), (an, fd)
+from fd import fd_check
 
 
 @pytest.mark.parametrize("loss", [MSE(), NCC(), NCC(weights=np.linspace(0, 1, 24)[None, :] * np.ones((20, 1))),
@@ -26,7 +18,7 @@ def test_loss_gradients(loss):
     b = (rng.random((2, 20, 24)) > 0.5).astype(float) if isinstance(loss, Silhouette) else \
         a + rng.standard_normal(a.shape)
     val, g = loss(a, b)
-    _fd_check(lambda x: loss(x, b)[0], g, a, rng)
+    fd_check(lambda x: loss(x, b)[0], g, a, rng)
     if not isinstance(loss, Silhouette):
         assert loss(b, b)[0] == pytest.approx(0.0, abs=1e-12)  # perfect match is the minimum
 
@@ -60,7 +52,7 @@ def test_shape_pose_adjoint():
             q = p.copy()
             setattr(q, g, v)
             return float((w * sp.vertices(q)).sum())
-        _fd_check(f, getattr(grads, group), getattr(p, group), rng, h=1e-6, rtol=1e-6)
+        fd_check(f, getattr(grads, group), getattr(p, group), rng, h=1e-6, rtol=1e-6)
 
 
 @pytest.fixture(scope="module")
@@ -95,7 +87,7 @@ def test_objective_gradient_end_to_end(small_problem, loss):
             q = p.copy()
             setattr(q, g, v)
             return obj(q, free=True)[0]
-        _fd_check(f, grads[group], getattr(p, group), rng, n_dirs=2, h=h, rtol=1e-3)
+        fd_check(f, grads[group], getattr(p, group), rng, n_dirs=2, h=h, rtol=1e-3)
 
 
 @pytest.mark.slow

@@ -49,6 +49,22 @@ def signed_volume(vertices, faces) -> float:
     return float(np.einsum("ij,ij->i", v[:, 0], np.cross(v[:, 1], v[:, 2])).sum() / 6.0)
 
 
+def face_normals(vertices, faces) -> np.ndarray:
+    """(F, 3) face normals scaled by twice the face areas (mm^2), outward for an outward mesh."""
+    t = np.asarray(vertices, np.float64)[np.asarray(faces)]
+    return np.cross(t[:, 1] - t[:, 0], t[:, 2] - t[:, 0])
+
+
+def vertex_normals(vertices, faces) -> np.ndarray:
+    """(V, 3) unit vertex normals: the area-weighted mean of the adjacent face normals."""
+    f = np.asarray(faces)
+    fn = face_normals(vertices, f)
+    n = np.zeros((len(vertices), 3))
+    for k in range(3):
+        np.add.at(n, f[:, k], fn)
+    return n / np.maximum(np.linalg.norm(n, axis=1, keepdims=True), 1e-300)
+
+
 def merge_vertices(vertices, faces, tol: float = 1e-6):
     """Merge vertices closer than ``tol`` mm (STL stores each triangle's corners separately)."""
     v = np.asarray(vertices, np.float64)

@@ -8,8 +8,7 @@ Per frame, on a coarse grid of ``f x f``-pixel blocks (``f = ScatterModel.block_
    radius ``ceil(3 sigma)``, zero padding: what ``fftconvolve(mode="same")`` computes), summed
    over the groups into ``F_c``;
 3. the sums: ``sum(P)``, ``sum(F)`` (F interpolated at each pixel, summed per row) and
-   ``mean(w)`` over the pixels with ``w >= min_water_cm`` (all pixels by default, as the NumPy
-   model), then ``spr`` (fixed, or ``k * mean(w)`` as :func:`typical_spr`) and the scale
+   ``mean(w)`` over the pixels behind the object (``w >= ScatterModel.object_cm``), then ``spr`` (fixed, or ``k * mean(w)`` as :func:`typical_spr`) and the scale
    ``c = spr sum(P) / sum(F)``, left on the device;
 4. the detector-side kernel (:mod:`.device_noise`) interpolates ``F_c`` bilinearly to each pixel
    (:func:`bilinear`) and adds ``c F``.
@@ -163,11 +162,9 @@ class DeviceScatter:
     shape : (rows, cols) of the detector, pixels
     pixel_mm : detector pixel pitch, mm
     kvp : tube voltage (kV), for the automatic SPR
-    min_water_cm : only pixels with at least this water-equivalent thickness (cm) enter the SPR's sums
-        and mean thickness; None = all pixels (the NumPy model's rule)
     """
 
-    def __init__(self, model: ScatterModel, shape, pixel_mm: float, kvp: float, min_water_cm: float | None = None):
+    def __init__(self, model: ScatterModel, shape, pixel_mm: float, kvp: float):
         ti_ = backend.ti_module()
         rows, cols = shape
         self.model = model
@@ -187,7 +184,7 @@ class DeviceScatter:
         for n in (rows, cols):
             j, t = upsample_index(n, f)
             self.up += [self._upload(ti_, j), self._upload(ti_, t.astype(np.float32))]
-        self.min_water_cm = -3.0e38 if min_water_cm is None else float(min_water_cm)
+        self.min_water_cm = float(model.object_cm)  # pixels behind the object enter the SPR's sums
         self.coarse = ti_.ndarray(ti_.f32, (g, nr, nc))
         self.tmp = ti_.ndarray(ti_.f32, (g, nr, nc))
         self.fc = ti_.ndarray(ti_.f32, (nr, nc))

@@ -12,9 +12,15 @@ Sun & Star-Lack (Phys. Med. Biol. 55, 2010), with these documented assumptions:
   ``sigma_g = sigma0_mm * (1 + w_g / 20 cm)`` at the detector.  Zero padding: no
   scatter comes from outside the field of view (so a uniform slab gets a
   centre-peaked field).
-* The total is scaled so that ``sum(S) = spr * sum(P)``: the scatter-to-primary
-  ratio (SPR) is a parameter.  :func:`typical_spr` gives a rough default for a
-  detector with an anti-scatter grid; set ``spr`` from measurements for studies.
+* The total is scaled so that ``sum(S) = spr * sum(P)`` over the pixels behind
+  the object (at least ``object_cm`` of water-equivalent thickness): the
+  scatter-to-primary ratio (SPR) behind the patient is a parameter.  Pixels that
+  see the open beam are left out of both sums: air scatters nothing, and their
+  bright primary would otherwise inflate the scatter behind a thick patient (a
+  lateral pelvis with air in the field got a local SPR of 40 that way).
+  :func:`typical_spr` gives a rough default for a detector with an anti-scatter
+  grid, from the mean thickness behind the object; set ``spr`` from measurements
+  for studies.
 * Scatter has the spectrum of the primary (no Compton energy shift), and no
   object-specific angular structure; no Monte Carlo.
 
@@ -112,6 +118,7 @@ class ScatterModel:
     group_centres_cm: tuple = (0.0, 10.0, 20.0, 30.0, 45.0)
     grid: bool = True  # an anti-scatter grid (for typical_spr)
     grid_mm: float = 4.0  # pitch of the coarse grid the scatter is computed on, mm
+    object_cm: float = 0.5  # water-equivalent thickness (cm) from which a pixel is behind the object
 
     def __post_init__(self):
         if self.spr is not None and self.spr < 0:
@@ -155,7 +162,9 @@ class ScatterModel:
     def resolve_spr(self, kvp: float, field_cm2: float, water_cm: np.ndarray) -> float:
         if self.spr is not None:
             return float(self.spr)
-        return typical_spr(kvp, field_cm2, float(np.mean(water_cm)), self.grid)
+        w = np.asarray(water_cm, np.float64)
+        behind = w[w >= self.object_cm]
+        return typical_spr(kvp, field_cm2, float(behind.mean()) if behind.size else 0.0, self.grid)
 
     def forward(self, primary: np.ndarray, water_cm: np.ndarray, pixel_mm: float, spr: float):
         """Scatter image S (same units as ``primary``) and a cache for :meth:`vjp`."""
@@ -169,20 +178,23 @@ class ScatterModel:
             if h[g].any():
                 fc += fftconvolve(dr @ (p * a * h[g]) @ dc.T, k, mode="same")
         f = ur @ fc @ uc.T
-        sp, sf = p.sum(), f.sum()
+        m = w >= self.object_cm  # behind the object (piecewise constant in w: no gradient)
+        sp, sf = float(p[m].sum()), float(f[m].sum())
         c = spr * sp / sf if sf > 0 else 0.0
         return c * f, (p, w, a, f, sp, sf, spr, pixel_mm)
 
     def resolve_spr_vjp(self, kvp: float, field_cm2: float, water_cm: np.ndarray, grad_spr: float) -> np.ndarray:
         """d loss / d water_cm (per pixel, 1/cm) through :meth:`resolve_spr`, given d loss / d spr.
 
-        A fixed ``spr`` does not depend on the image; the automatic one is
-        ``max(k * mean(water_cm), 0)`` (:func:`typical_spr`), so each pixel gets ``k / n`` where it is positive.
+        A fixed ``spr`` does not depend on the image; the automatic one is ``max(k * mean_m(water_cm), 0)``
+        (:func:`typical_spr`), the mean over the n pixels behind the object (``water_cm >= object_cm``; the
+        mask is piecewise constant), so each of those pixels gets ``k / n`` where the SPR is positive.
         """
         w = np.asarray(water_cm, np.float64)
-        if self.spr is not None or self.resolve_spr(kvp, field_cm2, w) <= 0:
+        m = w >= self.object_cm
+        if self.spr is not None or not m.any() or self.resolve_spr(kvp, field_cm2, w) <= 0:
             return np.zeros_like(w)
-        return np.full_like(w, grad_spr * spr_per_water_cm(kvp, field_cm2, self.grid) / w.size)
+        return grad_spr * spr_per_water_cm(kvp, field_cm2, self.grid) / m.sum() * m
 
     def vjp(self, cache, grad_s):
         """(d loss / d primary, d loss / d water_cm, d loss / d spr) from d loss / d S.
@@ -194,10 +206,11 @@ class ScatterModel:
         gs = np.asarray(grad_s, np.float64)
         if sf <= 0:
             return np.zeros_like(p), np.zeros_like(w), 0.0
+        m = w >= self.object_cm
         gsf = float((gs * f).sum())
-        g_spr = sp / sf * gsf  # S = spr * sum(P) / sum(F) * F
-        gf = spr * sp / sf * gs - spr * sp / sf ** 2 * gsf  # through c = spr * sum(P) / sum(F)
-        gp = np.full_like(p, spr / sf * gsf)  # through sum(P)
+        g_spr = sp / sf * gsf  # S = spr * sum_m(P) / sum_m(F) * F
+        gf = spr * sp / sf * gs - spr * sp / sf ** 2 * gsf * m  # through c = spr * sum_m(P) / sum_m(F)
+        gp = spr / sf * gsf * m.astype(np.float64)  # through sum_m(P)
         gw = np.zeros_like(w)
         h, dh = self._groups(w)
         da = np.exp(-w / self.tau_cm) * (1 - w / self.tau_cm)

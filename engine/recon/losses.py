@@ -22,6 +22,11 @@ Which one to use:
 - ``"bncc"`` (:class:`BandpassNCC`): NCC after removing what varies slowly
   (a normalised-convolution high-pass); less sensitive to noise than ``gncc``,
   the choice for noisy fluoroscopy with a thick soft-tissue background.
+- ``"xray"`` (:class:`engine.recon.bone_xray.BoneXrayNCC`): for X-rays of bone (simulated
+  with soft tissue, scatter and noise, or real): band-pass NCC in a region around
+  the model against the best mix of a cortical-shell and a core image rendered from
+  the model (two surfaces); the uniform path length of the other losses looks
+  little like an X-ray of cortical bone.  The choice for tier-3-like targets.
 - ``"silhouette"`` (:class:`Silhouette`): where a bone mask of the target is
   given (a segmentation of the X-ray): 1 - soft Dice between the mask and the
   render's soft silhouette ``1 - exp(-L / tau)``.
@@ -180,10 +185,14 @@ LOSSES = {"mse": MSE, "ncc": NCC, "gncc": GradientNCC, "bncc": BandpassNCC, "sil
 
 
 def get_loss(loss):
-    """A loss object from a name (``mse``, ``ncc``, ``gncc``, ``bncc``, ``silhouette``) or a callable."""
+    """A loss object from a name (``mse``, ``ncc``, ``gncc``, ``bncc``, ``silhouette``, ``xray``) or a callable."""
     if callable(loss):
         return loss
+    if loss == "xray":
+        from .bone_xray import BoneXrayNCC
+
+        return BoneXrayNCC()
     try:
         return LOSSES[loss]()
     except KeyError:
-        raise ValueError(f"unknown loss {loss!r}; use one of {sorted(LOSSES)} or a callable") from None
+        raise ValueError(f"unknown loss {loss!r}; use one of {sorted(LOSSES) + ['xray']} or a callable") from None

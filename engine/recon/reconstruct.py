@@ -34,6 +34,7 @@ from ..mesh.mesh import Mesh, make_mesh, save_mesh
 from ..mesh.projector import MeshProjector
 from ..ssm.model import ShapeModel
 from .adam import Adam
+from .bone_xray import offset_surface, offset_surface_vjp
 from .losses import get_loss
 from .shape_pose import Params, ShapePose
 
@@ -160,7 +161,15 @@ class Objective:
         self.soft_sigma_px = float(soft_sigma_px)
         v0 = model.mean if init_vertices is None else init_vertices
         mesh = make_mesh(v0, model.faces, name="model instance")  # validates the model's topology
-        self.projector = MeshProjector(mesh, "bone", max_hits=max_hits, precision=precision)
+        # two-channel losses (BoneXrayNCC) see the outer surface and an inner one offset by the cortex
+        self.shell_mm = getattr(self.base_loss, "shell_mm", None) if getattr(self.base_loss, "channels", 1) == 2 \
+            else None
+        if self.shell_mm is None:
+            self.projector = MeshProjector(mesh, "bone", max_hits=max_hits, precision=precision)
+        else:
+            inner = Mesh(vertices=offset_surface(v0, model.faces, self.shell_mm), faces=model.faces)
+            self.projector = MeshProjector([mesh, inner], ["outer", "inner"], max_hits=2 * max_hits,
+                                           precision=precision)
         self._lap = None
         self.set_level(1)
 
@@ -178,14 +187,30 @@ class Objective:
         self.level_targets = target
 
     def render(self, params: Params) -> np.ndarray:
-        """(n, rows, cols) path lengths (mm) of the posed instance at the current level."""
-        self.projector.set_vertices(self.shape_pose.vertices(params))
-        return self.projector(self.level_cameras)[:, 0].astype(np.float64)
+        """(n, rows, cols) path lengths (mm) of the posed instance at the current level; for a two-channel
+        loss (n, 2, rows, cols): through the outer surface and through the inner (cortex-offset) one."""
+        x = self.shape_pose.vertices(params)
+        if self.shell_mm is None:
+            self.projector.set_vertices(x)
+            return self.projector(self.level_cameras)[:, 0].astype(np.float64)
+        self.projector.set_vertices(np.concatenate([x, offset_surface(x, self.model.faces, self.shell_mm)]))
+        return self.projector(self.level_cameras).astype(np.float64)
+
+    def update_roi(self, params: Params) -> None:
+        """Let a loss with a region of interest (``set_roi``) place it around the current estimate."""
+        if hasattr(self.loss, "set_roi"):
+            self.loss.set_roi(self.render(params))
 
     def __call__(self, params: Params, free: bool = False):
         rendered = self.render(params)
         val, g_img = self.loss(rendered, self.level_targets)
-        gx = self.projector.vjp(g_img[:, None])
+        if self.shell_mm is None:
+            gx = self.projector.vjp(g_img[:, None])
+        else:
+            gx = self.projector.vjp(g_img)
+            nv = self.model.n_vertices
+            gx = gx[:nv] + offset_surface_vjp(self.shape_pose.vertices(params), self.model.faces, self.shell_mm,
+                                              gx[nv:])
         grads = self.shape_pose.backward(params, gx).as_dict()
         c = params.shape
         val += 0.5 * self.prior_weight * float(c[:self.k] @ c[:self.k])
@@ -259,6 +284,7 @@ def reconstruct(images, cameras, model: ShapeModel, init=None, *, loss="ncc", sc
     stop = False
     for si, st in enumerate(stages):
         objective.set_level(st.factor)
+        objective.update_roi(params)
         opt = Adam({g: lrs[g] * st.lr_scale for g in st.groups})
         best, best_p, since = np.inf, params.copy(), 0
         for it in range(int(st.iterations)):

@@ -23,6 +23,7 @@ import scipy.sparse as sp
 from scipy.sparse.linalg import splu
 
 from ..mesh import Mesh
+from ..mesh.mesh import face_normals, vertex_normals
 from ..metrics import point_to_surface  # noqa: F401  (re-exported: checks of fits use it from here)
 from .procrustes import Similarity, align
 
@@ -186,20 +187,6 @@ def _edges(faces) -> np.ndarray:
     return np.unique(e, axis=0)
 
 
-def _face_normals(vertices, faces) -> np.ndarray:
-    """Face normals scaled by twice the face areas."""
-    t = vertices[faces]
-    return np.cross(t[:, 1] - t[:, 0], t[:, 2] - t[:, 0])
-
-
-def _vertex_normals(vertices, faces) -> np.ndarray:
-    fn = _face_normals(vertices, faces)
-    n = np.zeros_like(vertices)
-    for k in range(3):
-        np.add.at(n, faces[:, k], fn)
-    return n / np.maximum(np.linalg.norm(n, axis=1, keepdims=True), 1e-300)
-
-
 def nonrigid_register(template: Mesh, target: Mesh, *, stiffness=(50.0, 20.0, 5.0, 2.0, 0.8, 0.5, 0.35, 0.2),
                       gamma: float = 1.0, max_iter: int = 20, tol: float = 3e-3, max_dist: float | None = None,
                       max_angle: float = 60.0, symmetric: float = 1.0, untangle: int = 30) -> np.ndarray:
@@ -256,7 +243,7 @@ def nonrigid_register(template: Mesh, target: Mesh, *, stiffness=(50.0, 20.0, 5.
     vn = (v0 - centre) / unit
     tv = (np.asarray(target.vertices, np.float64) - centre) / unit
     tgt = _Closest(tv, target.faces)
-    tgt_normals = _vertex_normals(tv, np.asarray(target.faces))
+    tgt_normals = vertex_normals(tv, np.asarray(target.faces))
     n = len(vn)
     cols = np.arange(4 * n)
     d = sp.csr_matrix((np.column_stack([vn, np.ones(n)]).ravel(), (cols // 4, cols)), shape=(n, 4 * n))
@@ -277,7 +264,7 @@ def nonrigid_register(template: Mesh, target: Mesh, *, stiffness=(50.0, 20.0, 5.
             cur = d @ x
             u, un, _, _ = tgt.query(cur)
             w = ((np.linalg.norm(u - cur, axis=1) < limit)
-                 & ((_vertex_normals(cur, faces) * un).sum(1) > cos_max)).astype(np.float64)
+                 & ((vertex_normals(cur, faces) * un).sum(1) > cos_max)).astype(np.float64)
             a = alpha ** 2 * smooth + d.T @ sp.diags(w) @ d
             b = d.T @ (w[:, None] * u)
             if sym_weight > 0:
@@ -305,7 +292,7 @@ def _untangle(v, faces, target: _Closest, iterations: int) -> np.ndarray:
     deg = np.asarray(adj.sum(1)).ravel()[:, None]
     for _ in range(iterations):
         normals = target.query(v[faces].mean(1))[1]
-        flipped = (_face_normals(v, faces) * normals).sum(1) < 0
+        flipped = (face_normals(v, faces) * normals).sum(1) < 0
         if not flipped.any():
             break
         sel = np.unique(faces[flipped])

@@ -1,0 +1,105 @@
+"""The bone X-ray loss: shell/core variable projection, its gradient, the offset surface's exact adjoint,
+and the two-surface objective end to end (central finite differences, float64)."""
+import numpy as np
+import pytest
+
+import engine
+from engine.mesh import icosphere, vertex_normals
+from engine.mesh.pose import rotation_from_vector
+from engine.recon import Objective
+from engine.recon.bone_xray import BoneXrayNCC, offset_surface, offset_surface_vjp
+from engine.ssm import load_pelvis_model
+from fd import fd_check
+
+
+def _blobs(rng, n=2, rows=40, cols=44):
+    """Outer/inner path-length pairs of a few smooth blobs (inner < outer, partly negative: thin parts)."""
+    y, x = np.mgrid[:rows, :cols]
+    r = np.zeros((n, 2, rows, cols))
+    for i in range(n):
+        for _ in range(3):
+            cy, cx, s = rng.uniform(8, rows - 8), rng.uniform(8, cols - 8), rng.uniform(3, 7)
+            bump = np.exp(-((y - cy) ** 2 + (x - cx) ** 2) / (2 * s ** 2))
+            r[i, 0] += 20 * bump
+            r[i, 1] += 20 * bump - 4.0
+    return r
+
+
+def test_a_target_that_is_a_mix_of_shell_and_core_plus_an_offset_is_matched_exactly():
+    rng = np.random.default_rng(0)
+    r = _blobs(rng)
+    core = np.maximum(r[:, 1], 0)
+    target = 3.0 * (r[:, 0] - core) + 0.4 * core + 11.0  # the band-pass removes the offset exactly
+    loss = BoneXrayNCC(sigma_px=6.0)
+    val, _ = loss(r, target)
+    assert val == pytest.approx(0.0, abs=1e-10)
+    assert np.allclose(loss.coefficients / loss.coefficients[:, :1], [1.0, 0.4 / 3.0])
+    # the uniform path length (what the other losses compare) does not match it
+    from engine.recon import BandpassNCC
+    assert BandpassNCC(6.0)(r[:, 0], target)[0] > 1e-3
+
+
+def test_coefficients_stay_non_negative():
+    rng = np.random.default_rng(1)
+    r = _blobs(rng)
+    core = np.maximum(r[:, 1], 0)
+    loss = BoneXrayNCC(sigma_px=6.0)
+    loss(r, 2.0 * (r[:, 0] - core) - 1.5 * core)  # a negative core weight is not physical: clipped to 0
+    assert np.all(loss.coefficients >= 0) and np.all(loss.coefficients[:, 1] == 0)
+
+
+@pytest.mark.parametrize("roi", [False, True])
+def test_loss_gradient(roi):
+    rng = np.random.default_rng(2)
+    r = _blobs(rng)
+    core = np.maximum(r[:, 1], 0)
+    target = 2.0 * (r[:, 0] - core) + 0.5 * core + rng.normal(0, 2.0, core.shape)
+    loss = BoneXrayNCC(sigma_px=5.0, roi_margin_px=4.0)
+    if roi:
+        loss.set_roi(np.maximum(r - 8.0, 0))  # a region smaller than the image
+        assert 0 < loss.roi.mean() < 0.9
+    val, g = loss(r, target)
+    assert np.all(loss.coefficients > 0)  # an interior optimum: the envelope gradient is exact
+    fd_check(lambda x: loss(x, target)[0], g, r, rng, h=1e-6, rtol=1e-5)
+
+
+def test_offset_surface_moves_inward_and_its_adjoint_is_exact():
+    s = icosphere(30.0, 2)
+    inner = offset_surface(s.vertices, s.faces, 1.5)
+    assert np.allclose(np.linalg.norm(inner, axis=1), 28.5, atol=1e-3)  # area-weighted normals: nearly radial
+    assert np.allclose(vertex_normals(s.vertices, s.faces), s.vertices / 30.0, atol=0.05)
+    rng = np.random.default_rng(3)
+    v = s.vertices + rng.normal(0, 1.0, s.vertices.shape)
+    w = rng.standard_normal(v.shape)
+    g = offset_surface_vjp(v, s.faces, 1.5, w)
+    fd_check(lambda x: float((w * offset_surface(x, s.faces, 1.5)).sum()), g, v, rng, h=1e-6, rtol=1e-6)
+
+
+def test_objective_with_two_surfaces_gradient_end_to_end():
+    """d(xray loss + prior)/d(coefficients, pose) through both surfaces and the normals, against central FD."""
+    model = load_pelvis_model()
+    cams = [engine.carm(primary=a, sid=700, sdd=1000, rows=48, cols=48, pixel_size=7.0) for a in (0, 90)]
+    obj = Objective(np.zeros((2, 48, 48)), cams, model, loss="xray", precision=64, soft_sigma_px=1.0,
+                    prior_weight=0.01)
+    sp = obj.shape_pose
+    truth = sp.initial(None, [1.0, -0.5, 0.3])
+    rendered = obj.render(truth)
+    assert rendered.shape == (2, 2, 48, 48) and np.all(rendered[:, 1].max((1, 2)) > 0)
+    core = np.maximum(rendered[:, 1], 0)
+    target = 2.0 * (rendered[:, 0] - core) + 0.3 * core
+    obj = Objective(target, cams, model, loss="xray", precision=64, soft_sigma_px=1.0, prior_weight=0.01)
+    t = np.eye(4)
+    t[:3, :3] = rotation_from_vector(np.deg2rad([3.0, -4.0, 2.0]))
+    t[:3, 3] = [3.0, -2.0, 4.0]
+    p = sp.initial(t, [0.5, 0.2, -0.4, 0.1])
+    obj.update_roi(p)
+    val, grads = obj(p)
+    assert val > 0
+    rng = np.random.default_rng(4)
+    for group, h in (("shape", 1e-6), ("rotation", 1e-7), ("translation", 1e-6)):
+        def f(v, g=group):
+            q = p.copy()
+            setattr(q, g, v)
+            return obj(q)[0]
+        fd_check(f, grads[group], getattr(p, group), rng, n_dirs=2, h=h, rtol=1e-3)
+    assert obj(truth)[0] < val  # the truth fits better than the offset pose
