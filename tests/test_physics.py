@@ -202,3 +202,22 @@ def test_simulate_mesh_implant_in_a_ct():
     assert only[10, 10] < 0.5 and only[0, 0] == pytest.approx(1.0)
     with pytest.raises(ValueError, match="nothing to render"):
         mass_thickness(cam)
+
+
+@pytest.mark.parametrize("output", ["intensity", "line_integral"])
+def test_chain_gradient_with_automatic_spr_matches_central_differences(output):
+    """spr = typical_spr(kVp, field, mean water thickness) depends on the paths: the VJP must include it."""
+    chain = PhysicsChain(["soft_tissue", "bone"], tube_spectrum(90.0, bins=6),
+                         scatter=ScatterModel(spr=None, sigma0_mm=10.0), output=output, pixel_mm=2.0)
+    rng = np.random.default_rng(3)
+    paths = rng.uniform(0.5, 12.0, (2, 16, 20))
+    paths[:, :, -5:] = 0.0  # open beam: outside the mean thickness the SPR comes from
+    target = rng.uniform(0, 1, (16, 20))
+
+    def loss(p):
+        return float(((chain.forward(p) - target) ** 2).sum())
+
+    img, parts = chain.forward(paths, return_parts=True)
+    assert parts["spr"] > 0.05  # the automatic SPR is in play
+    grad = chain.vjp(2 * (img - target))
+    _check_grad(loss, paths, grad)

@@ -46,6 +46,10 @@ class PhysicsChain:
         """Water-equivalent thickness (cm) at the effective energy."""
         return np.tensordot(self.water_equivalent, np.asarray(paths, np.float64), axes=1)
 
+    def field_cm2(self, shape) -> float:
+        """Detector field area (cm^2) of a (rows, cols) image, for the automatic SPR."""
+        return shape[0] * shape[1] * (self.pixel_mm / 10.0) ** 2
+
     def forward(self, paths, return_parts: bool = False):
         """Noiseless image from (M, rows, cols) g/cm^2; with ``return_parts`` also a dict of
         ``primary``, ``scatter``, ``water_cm``, ``spr``."""
@@ -58,8 +62,7 @@ class PhysicsChain:
         sc_cache = None
         if self.scatter is not None:
             w = self.water_cm(paths)
-            field_cm2 = paths.shape[1] * paths.shape[2] * (self.pixel_mm / 10.0) ** 2
-            spr = self.scatter.resolve_spr(self.spectrum.kvp, field_cm2, w)
+            spr = self.scatter.resolve_spr(self.spectrum.kvp, self.field_cm2(paths.shape[1:]), w)
             scatter, sc_cache = self.scatter.forward(primary, w, self.pixel_mm, spr)
             parts.update(scatter=scatter, water_cm=w, spr=spr)
         image = primary + scatter
@@ -81,7 +84,9 @@ class PhysicsChain:
         g_primary = g.copy()
         g_paths = np.zeros_like(paths)
         if sc_cache is not None:
-            gp, gw = self.scatter.vjp(sc_cache, g)
+            gp, gw, g_spr = self.scatter.vjp(sc_cache, g)
+            w = sc_cache[1]  # the automatic SPR depends on the mean water thickness, hence on the paths
+            gw = gw + self.scatter.resolve_spr_vjp(self.spectrum.kvp, self.field_cm2(w.shape), w, g_spr)
             g_primary += gp
             g_paths += self.water_equivalent[:, None, None] * gw[None]
         return g_paths + self.bl.transmission_vjp(paths, g_primary)

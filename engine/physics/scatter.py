@@ -48,8 +48,14 @@ def typical_spr(kvp: float, field_cm2: float, water_cm: float, grid: bool = True
     20 cm patient and a 30 x 30 cm field at 90 kVp (orders of magnitude reported in
     the fluoroscopy literature).  An engineering default, not a fit to measurements.
     """
-    base = 4.0 * (water_cm / 20.0) * np.sqrt(max(field_cm2, 1.0) / 900.0) * (1.0 + (kvp - 90.0) / 400.0)
-    return float(max(base * (0.15 if grid else 1.0), 0.0))
+    return float(max(spr_per_water_cm(kvp, field_cm2, grid) * water_cm, 0.0))
+
+
+def spr_per_water_cm(kvp: float, field_cm2: float, grid: bool = True) -> float:
+    """Slope of :func:`typical_spr` in the water-equivalent thickness (1/cm): the SPR is this times
+    ``water_cm`` (clipped at 0), so its derivative is this where the SPR is positive."""
+    base = 4.0 / 20.0 * np.sqrt(max(field_cm2, 1.0) / 900.0) * (1.0 + (kvp - 90.0) / 400.0)
+    return float(base * (0.15 if grid else 1.0))
 
 
 def _downsample_matrix(n: int, f: int) -> np.ndarray:
@@ -61,26 +67,44 @@ def _downsample_matrix(n: int, f: int) -> np.ndarray:
     return d
 
 
-def _upsample_matrix(n: int, f: int) -> np.ndarray:
-    """(n, ceil(n/f)) linear interpolation from block centres to pixel centres (clamped at the ends)."""
+def upsample_index(n: int, f: int):
+    """Linear interpolation from block centres to pixel centres along one axis (clamped at the ends).
+
+    Returns ``(j, t)``: pixel i is ``(1 - t_i) * coarse[j_i] + t_i * coarse[j_i + 1]`` (int32 and float64
+    arrays of length n; with one block, ``j = 0`` and ``t = 0``)."""
     nc = -(-n // f)
     centres = np.array([(b * f + min(n, b * f + f) - 1) / 2.0 for b in range(nc)])
-    u = np.zeros((n, nc))
+    j = np.zeros(n, np.int32)
+    t = np.zeros(n)
+    if nc == 1:
+        return j, t
     for i in range(n):
-        j = int(np.clip(np.searchsorted(centres, i) - 1, 0, max(nc - 2, 0)))
-        if nc == 1:
-            u[i, 0] = 1.0
-            continue
-        t = np.clip((i - centres[j]) / (centres[j + 1] - centres[j]), 0.0, 1.0)
-        u[i, j], u[i, j + 1] = 1.0 - t, t
+        j[i] = int(np.clip(np.searchsorted(centres, i) - 1, 0, nc - 2))
+        t[i] = np.clip((i - centres[j[i]]) / (centres[j[i] + 1] - centres[j[i]]), 0.0, 1.0)
+    return j, t
+
+
+def _upsample_matrix(n: int, f: int) -> np.ndarray:
+    """(n, ceil(n/f)) matrix of :func:`upsample_index`."""
+    nc = -(-n // f)
+    j, t = upsample_index(n, f)
+    u = np.zeros((n, nc))
+    u[np.arange(n), j] += 1.0 - t
+    if nc > 1:
+        u[np.arange(n), j + 1] += t
     return u
 
 
-def _gaussian_kernel(sigma_px: float) -> np.ndarray:
+def gaussian_1d(sigma_px: float) -> np.ndarray:
+    """Normalised 1-D Gaussian taps, radius ceil(3 sigma) (the 2-D kernel is their outer product)."""
     r = int(np.ceil(3 * sigma_px))
     x = np.arange(-r, r + 1)
     g = np.exp(-0.5 * (x / sigma_px) ** 2)
-    g /= g.sum()
+    return g / g.sum()
+
+
+def _gaussian_kernel(sigma_px: float) -> np.ndarray:
+    g = gaussian_1d(sigma_px)
     return np.outer(g, g)
 
 
@@ -119,12 +143,20 @@ class ScatterModel:
                 dh[g][m & inside] = -1.0 / (c[g + 1] - c[g])
         return h, dh
 
+    def sigmas_px(self, coarse_mm: float) -> list:
+        """Kernel width of each thickness group, in coarse-grid pixels."""
+        return [self.sigma0_mm * (1 + c / 20.0) / coarse_mm for c in self.group_centres_cm]
+
     def _kernels(self, coarse_mm: float):
-        return [_gaussian_kernel(self.sigma0_mm * (1 + c / 20.0) / coarse_mm) for c in self.group_centres_cm]
+        return [_gaussian_kernel(s) for s in self.sigmas_px(coarse_mm)]
+
+    def block_factor(self, pixel_mm: float) -> int:
+        """Detector pixels per coarse-grid cell along each axis."""
+        return max(1, int(self.grid_mm // pixel_mm))
 
     def _resampling(self, shape, pixel_mm: float):
         """Block factor and the (down, up) matrices for rows and columns."""
-        f = max(1, int(self.grid_mm // pixel_mm))
+        f = self.block_factor(pixel_mm)
         return f, [(_downsample_matrix(n, f), _upsample_matrix(n, f)) for n in shape]
 
     def resolve_spr(self, kvp: float, field_cm2: float, water_cm: np.ndarray) -> float:
@@ -151,14 +183,32 @@ class ScatterModel:
         c = spr * sp / sf if sf > 0 else 0.0
         return c * f, (p, w, a, f, sp, sf, spr, pixel_mm)
 
+    def resolve_spr_vjp(self, kvp: float, field_cm2: float, water_cm: np.ndarray, grad_spr: float) -> np.ndarray:
+        """d loss / d water_cm (per pixel, 1/cm) through :meth:`resolve_spr`, given d loss / d spr.
+
+        A fixed ``spr`` does not depend on the image; the automatic one is ``max(k * mean_m(water_cm), 0)``
+        (:func:`typical_spr`), the mean over the n pixels behind the object (``water_cm >= object_cm``; the
+        mask is piecewise constant), so each of those pixels gets ``k / n`` where the SPR is positive.
+        """
+        w = np.asarray(water_cm, np.float64)
+        m = w >= self.object_cm
+        if self.spr is not None or not m.any() or self.resolve_spr(kvp, field_cm2, w) <= 0:
+            return np.zeros_like(w)
+        return grad_spr * spr_per_water_cm(kvp, field_cm2, self.grid) / m.sum() * m
+
     def vjp(self, cache, grad_s):
-        """(d loss / d primary, d loss / d water_cm) from d loss / d S."""
+        """(d loss / d primary, d loss / d water_cm, d loss / d spr) from d loss / d S.
+
+        The third is the gradient with respect to the ``spr`` argument of :meth:`forward` (S is linear in it);
+        chain it through :meth:`resolve_spr_vjp` when the SPR was resolved from the image.
+        """
         p, w, a, f, sp, sf, spr, pixel_mm = cache
         gs = np.asarray(grad_s, np.float64)
         if sf <= 0:
-            return np.zeros_like(p), np.zeros_like(w)
+            return np.zeros_like(p), np.zeros_like(w), 0.0
         m = w >= self.object_cm
         gsf = float((gs * f).sum())
+        g_spr = sp / sf * gsf  # S = spr * sum_m(P) / sum_m(F) * F
         gf = spr * sp / sf * gs - spr * sp / sf ** 2 * gsf * m  # through c = spr * sum_m(P) / sum_m(F)
         gp = spr / sf * gsf * m.astype(np.float64)  # through sum_m(P)
         gw = np.zeros_like(w)
@@ -171,4 +221,4 @@ class ScatterModel:
                 gq = dr.T @ fftconvolve(gfc, k, mode="same") @ dc  # symmetric kernel: its own adjoint
                 gp += gq * a * h[g]
                 gw += gq * p * (da * h[g] + a * dh[g])
-        return gp, gw
+        return gp, gw, g_spr

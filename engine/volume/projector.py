@@ -260,6 +260,22 @@ class VolumeProjector:
         g/cm^2 per material, in the order of ``self.materials``.
         """
         single = isinstance(cameras, Camera)
+        t = time.perf_counter()
+        out = self.render_field(cameras)
+        img = out.to_numpy()
+        self.last_seconds = time.perf_counter() - t
+        return img[0] if single else img
+
+    def render_field(self, cameras):
+        """Render like :meth:`__call__` but leave the image on the device.
+
+        Returns
+        -------
+        The projector's own Taichi field, (n, M, rows, cols) float32 g/cm^2 (n = 1 for one
+        Camera), for a device consumer such as :class:`engine.physics.DeviceChain`.  It is
+        overwritten by the next render; read it, do not write it.
+        """
+        single = isinstance(cameras, Camera)
         cams = [cameras] if single else list(cameras)
         if not cams:
             raise ValueError("no cameras given")
@@ -274,9 +290,6 @@ class VolumeProjector:
                 warnings.warn(f"camera {i} sees none of the volume: its image is empty", RuntimeWarning,
                               stacklevel=2)
         out = self._buffer(len(cams), rows, cols)
-        t = time.perf_counter()
         self._march(self._vol, self._blocks, out, self._view_params(cams), len(cams), self._lin,
                     self.step_mm, int(self.skip_empty))
-        img = out.to_numpy()
-        self.last_seconds = time.perf_counter() - t
-        return img[0] if single else img
+        return out
