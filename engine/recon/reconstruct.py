@@ -52,18 +52,26 @@ class Stage:
 
 
 def default_schedule(scale: bool = False, free_iterations: int = 0, detector_px: int | None = None,
-                     min_level_px: int = 48) -> list:
+                     min_level_px: int = 48, pose_first: bool = False) -> list:
     """Bins 4 -> 2 -> 1: pose alone, then pose + shape at each level, then optionally free vertices.
 
     With ``detector_px`` (the smaller detector side), levels coarser than ``min_level_px`` pixels are
-    skipped (their iterations go to the coarsest level kept)."""
+    skipped (their iterations go to the coarsest level kept).  ``pose_first``: the pose alone at every
+    level but the finest, then pose + shape at the two finest levels (for X-ray losses, where shape
+    freedom early on fits the wrong edges)."""
     pose = ("rotation", "translation") + (("scale",) if scale else ())
     full = ("shape",) + pose
     factors = [f for f in (4, 2) if detector_px is None or detector_px // f >= min_level_px]
     first = factors[0] if factors else 1
-    stages = [Stage(first, 40, pose, 2.0), Stage(first, 80, full, 1.0)]
-    stages += [Stage(f, 60, full, 0.5) for f in factors[1:]]
-    stages.append(Stage(1, 40, full, 0.25))
+    if pose_first:
+        levels = factors + [1]
+        stages = [Stage(f, 60, pose, 2.0 if i == 0 else 1.0) for i, f in enumerate(factors)] or \
+            [Stage(1, 60, pose, 2.0)]
+        stages += [Stage(f, 60, full, 0.5 if f > 1 else 0.25) for f in levels[-2:]]
+    else:
+        stages = [Stage(first, 40, pose, 2.0), Stage(first, 80, full, 1.0)]
+        stages += [Stage(f, 60, full, 0.5) for f in factors[1:]]
+        stages.append(Stage(1, 40, full, 0.25))
     if free_iterations:
         stages.append(Stage(1, free_iterations, ("free",), 1.0))
     return stages
@@ -186,20 +194,28 @@ class Objective:
                                              truncate=4.0)
         self.level_targets = target
 
-    def render(self, params: Params) -> np.ndarray:
+    def render(self, params: Params, record: bool = True) -> np.ndarray:
         """(n, rows, cols) path lengths (mm) of the posed instance at the current level; for a two-channel
-        loss (n, 2, rows, cols): through the outer surface and through the inner (cortex-offset) one."""
+        loss (n, 2, rows, cols): through the outer surface and through the inner (cortex-offset) one.
+        ``record=False``: no gradient will be asked for this render (faster)."""
         x = self.shape_pose.vertices(params)
         if self.shell_mm is None:
             self.projector.set_vertices(x)
-            return self.projector(self.level_cameras)[:, 0].astype(np.float64)
+            return self.projector(self.level_cameras, record=record)[:, 0].astype(np.float64)
         self.projector.set_vertices(np.concatenate([x, offset_surface(x, self.model.faces, self.shell_mm)]))
-        return self.projector(self.level_cameras).astype(np.float64)
+        return self.projector(self.level_cameras, record=record).astype(np.float64)
+
+    def value(self, params: Params) -> float:
+        """The loss (with the prior, without free displacements) and no gradient."""
+        c = params.shape[:self.k]
+        return float(self.loss(self.render(params, record=False), self.level_targets)[0]) \
+            + 0.5 * self.prior_weight * float(c @ c)
 
     def update_roi(self, params: Params) -> None:
         """Let a loss with a region of interest (``set_roi``) place it around the current estimate."""
         if hasattr(self.loss, "set_roi"):
-            self.loss.set_roi(self.render(params))
+            self.loss.set_roi(self.render(params, record=False))
+
 
     def __call__(self, params: Params, free: bool = False):
         rendered = self.render(params)
@@ -225,11 +241,30 @@ class Objective:
         return float(val), grads
 
 
+def translation_search(objective: Objective, params: Params, extent_mm: float, step_mm: float,
+                       axes=None) -> Params:
+    """The start on a grid of translations (``-extent..extent`` mm by ``step``, along ``axes``, default the
+    world axes) with the lowest loss at the objective's current level (each candidate with its own region
+    of interest).  A cheap global step before gradient descent: the image losses of thin bone are sharp,
+    and a start off by about a bone's width can settle on the wrong edges."""
+    offsets = np.arange(-extent_mm, extent_mm + 1e-9, step_mm)
+    basis = np.eye(3) if axes is None else np.asarray(axes, np.float64)
+    best, best_p = np.inf, params
+    for d in np.stack(np.meshgrid(*[offsets] * len(basis), indexing="ij"), -1).reshape(-1, len(basis)):
+        q = params.copy()
+        q.translation = params.translation + d @ basis
+        objective.update_roi(q)
+        val = objective.value(q)
+        if val < best:
+            best, best_p = val, q
+    return best_p
+
+
 def reconstruct(images, cameras, model: ShapeModel, init=None, *, loss="ncc", schedule=None,
                 lr: dict | None = None, prior_weight: float = 1e-3, n_modes: int | None = None,
                 scale: bool = False, free_iterations: int = 0, smoothness: float = 10.0, fix_depth=None,
                 soft_sigma_px: float = 1.0, max_hits: int = 64, tol: float = 1e-4, patience: int = 15,
-                progress: bool = False, callback=None) -> ReconResult:
+                search_mm=None, progress: bool = False, callback=None) -> ReconResult:
     """Reconstruct a shape from one or more X-ray views (see module doc).
 
     Parameters
@@ -260,6 +295,10 @@ def reconstruct(images, cameras, model: ShapeModel, init=None, *, loss="ncc", sc
         Default: True for one view, False otherwise.
     soft_sigma_px : float
         Gaussian blur (pixels of the current level) applied to render and target alike.
+    search_mm : (extent, step), optional
+        Before the first stage, try the initial pose shifted on a grid of translations (mm; in the
+        detector plane only when the depth is fixed) at the first stage's level and start from the best
+        (:func:`translation_search`); 5 x 5 x 5 candidates for ``(16, 8)``.
     progress : bool
         A progress bar on stderr.
     callback : callable, optional
@@ -282,6 +321,13 @@ def reconstruct(images, cameras, model: ShapeModel, init=None, *, loss="ncc", sc
     depth_axis, start = cams[0].principal_axis, params.translation.copy()
     history, stage_of = [], []
     stop = False
+    if search_mm is not None and stages:
+        objective.set_level(stages[0].factor)
+        axes = None
+        if fix:  # the two directions across the principal ray
+            axes = np.linalg.svd(np.eye(3) - np.outer(depth_axis, depth_axis))[0][:, :2].T
+        params = translation_search(objective, params, float(search_mm[0]), float(search_mm[1]), axes)
+        start = params.translation.copy()
     for si, st in enumerate(stages):
         objective.set_level(st.factor)
         objective.update_roi(params)
