@@ -28,7 +28,6 @@ sys.path.insert(0, str(ROOT))
 from engine import metrics  # noqa: E402
 from engine.mesh import Mesh, MeshProjector  # noqa: E402
 from engine.phantoms.llp26 import subdivide  # noqa: E402
-from engine.recon import default_schedule  # noqa: E402
 from engine.recon import experiments as ex  # noqa: E402
 from engine.ssm import build_pelvis_model, llp26_population, load_pelvis_model  # noqa: E402
 from engine.ssm.quality import leave_one_out_fit  # noqa: E402
@@ -39,9 +38,6 @@ SUCCESS = {  # the issue's criteria (2 views); 1 view: reported, judged by HD ag
     "3a chest CT vertebra": lambda t: t.hd95 < 8.0,
     "3b CT phantom+physics": lambda t: t.hd95 < 8.0,
 }
-# tier 3: the bone X-ray loss (shell + core, band-pass NCC in a region of interest), the pose alone at the
-# coarse levels, a firmer prior (the images pull less cleanly on the shape than a render of the model does)
-XRAY = {"loss": "xray", "prior_weight": 5e-2, "n_modes": 10}
 SUCCESS_1VIEW = lambda t: t.hd < 15.0  # noqa: E731  (half the published mean Hausdorff distance from one view)
 
 
@@ -74,14 +70,16 @@ def tier2(trials, views, size, rng, kw):
     out = []
     for i in range(trials):
         s = i % len(shapes)
-        model = build_pelvis_model(exclude=[s]).subdivided(1)
+        coarse = build_pelvis_model(exclude=[s])
+        truth_pose = ex.true_pose(coarse.mean, shapes[s])
+        model = coarse.subdivided(1)
         truth = heldout_truth(s, shapes, faces, 1)
         cams = ex.cameras(views, size)
         targets = MeshProjector(truth, "bone", max_hits=64)(cams)[:, 0]
         off = ex.random_offset(rng)
-        init = ex.offset_pose(np.eye(4), model.mean.mean(0), *off)
+        init = ex.offset_pose(truth_pose, model.mean.mean(0), *off)
         t, _ = ex.run_trial("2 held-out shape", views, f"subject {s}", targets, cams, model, truth, init,
-                            loss="mse", **kw)
+                            truth_pose=truth_pose, loss="mse", **kw)
         fit, ref = leave_one_out_fit(shapes, faces, s, [model.n_modes])[0]
         t.init_deg, t.init_mm = ex.offset_size(off)
         t.loo_assd = metrics.surface_metrics(fit, ref, n=8000)["assd"]
@@ -104,11 +102,13 @@ def tier3b(trials, views, size, rng, kw, quanta=1000.0):
         truth = Mesh(vertices=v, faces=f)
         cams = ex.cameras(views, size)
         targets = ex.xray_targets(vol, cams, quanta=quanta, seed=1000 * i)
-        model = build_pelvis_model(exclude=[s]).subdivided(1)
+        coarse = build_pelvis_model(exclude=[s])
+        truth_pose = ex.true_pose(coarse.mean, shapes[s])
+        model = coarse.subdivided(1)
         off = ex.random_offset(rng)
-        init = ex.offset_pose(np.eye(4), model.mean.mean(0), *off)
+        init = ex.offset_pose(truth_pose, model.mean.mean(0), *off)
         t, _ = ex.run_trial("3b CT phantom+physics", views, f"subject {s}", targets, cams, model, truth, init,
-                            **{**XRAY, "schedule": default_schedule(detector_px=size, pose_first=True), **kw})
+                            truth_pose=truth_pose, **{**ex.xray_settings(size), **kw})
         t.init_deg, t.init_mm = ex.offset_size(off)
         out.append(t)
         print(json.dumps(t.row()), flush=True)
@@ -119,7 +119,6 @@ def tier3a(trials, views, size, rng, kw, quanta=250.0, pixel_mm=0.8):
     """A real CT: a vertebra of the chest CT (truth: its label's surface), X-rays of the whole CT (ribs,
     neighbouring vertebrae, lungs, heart), a vertebra model built from the other 12 (T1..L1)."""
     from engine.ssm import build_model
-    from engine.ssm.procrustes import align
     from engine.ssm.vertebrae import chest_ct_dir, vertebra_meshes, vertebra_population
     from engine.volume import Volume, load_ct
 
@@ -140,13 +139,13 @@ def tier3a(trials, views, size, rng, kw, quanta=250.0, pixel_mm=0.8):
         model = build_model([x for j, x in enumerate(shapes) if j != k], faces, variance=None,
                             info={"name": f"chest CT vertebrae without {name}"})
         truth = meshes[name]
-        truth_pose = align(model.mean, shapes[k]).matrix()  # rigid: the mean onto the held-out vertebra
+        truth_pose = ex.true_pose(model.mean, shapes[k])  # rigid: the mean onto the held-out vertebra
         cams = ex.cameras(views, size, pixel_mm=pixel_mm, isocenter=truth.vertices.mean(0))
         targets = ex.xray_targets(vol, cams, quanta=quanta, seed=1000 * i)
         off = ex.random_offset(rng)
         init = ex.offset_pose(truth_pose, model.mean.mean(0), *off)
         t, _ = ex.run_trial("3a chest CT vertebra", views, name, targets, cams, model, truth, init,
-                            **{**XRAY, "n_modes": None, "schedule": default_schedule(detector_px=size, pose_first=True), **kw})
+                            truth_pose=truth_pose, **{**ex.xray_settings(size, n_modes=None), **kw})
         t.init_deg, t.init_mm = ex.offset_size(off)
         out.append(t)
         print(json.dumps(t.row()), flush=True)

@@ -60,8 +60,9 @@ def add_commands(sub) -> None:
     r.add_argument("--model", required=True, help="shape model .npz")
     r.add_argument("--out", required=True, help="reconstructed mesh (.ply, .stl, .obj, .off)")
     r.add_argument("--target", choices=("intensity", "line-integral", "mask"), default="intensity")
-    r.add_argument("--loss", choices=("ncc", "gncc", "mse", "silhouette"), help="default: gncc for intensity, "
-                   "ncc for line-integral, silhouette for mask")
+    r.add_argument("--loss", choices=("xray", "bncc", "ncc", "gncc", "mse", "silhouette"),
+                   help="default: xray (shell + core bone model, band-pass NCC) for intensity, ncc for "
+                        "line-integral, silhouette for mask")
     r.add_argument("--subdivide", type=int, default=1, help="Loop subdivisions of the model for rendering")
     r.add_argument("--modes", type=int, help="number of modes to fit (default all)")
     r.add_argument("--scale", action="store_true", help="also fit an isotropic scale")
@@ -144,7 +145,7 @@ def cmd_reconstruct(args) -> int:
         imgs = [line_integral(np.maximum(i, 1e-6 * i.max())) for i in imgs]
     elif args.target == "mask":
         imgs = [(i > 0.5 * i.max()).astype(float) for i in imgs]
-    loss = args.loss or {"intensity": "gncc", "line-integral": "ncc", "mask": "silhouette"}[args.target]
+    loss = args.loss or {"intensity": "xray", "line-integral": "ncc", "mask": "silhouette"}[args.target]
     model = ShapeModel.load(args.model)
     if args.subdivide:
         model = model.subdivided(args.subdivide)
@@ -153,8 +154,16 @@ def cmd_reconstruct(args) -> int:
     centre = np.asarray(args.init_translation) if args.init_translation else central_rays_meet(cams)
     init[:3, 3] = centre - init[:3, :3] @ model.mean.mean(0)
     _say(f"{model}; {len(cams)} view(s); loss {loss}; start at {np.round(centre, 1)} mm")
-    res = reconstruct(np.stack(imgs), cams, model, init=init, loss=loss, n_modes=args.modes, scale=args.scale,
-                      free_iterations=args.free, progress=not args.quiet)
+    kw = {"loss": loss, "n_modes": args.modes}
+    if loss == "xray":  # the tier-3 settings (engine.recon.experiments.xray_settings), unless overridden
+        from .recon.experiments import xray_settings
+        from .recon.reconstruct import default_schedule
+
+        kw = {**xray_settings(min(cams[0].rows, cams[0].cols), n_modes=args.modes),
+              "schedule": default_schedule(args.scale, args.free, min(cams[0].rows, cams[0].cols), min_level_px=96,
+                                           pose_first=True)}
+    res = reconstruct(np.stack(imgs), cams, model, init=init, scale=args.scale, free_iterations=args.free,
+                      progress=not args.quiet, **kw)
     res.save_mesh(args.out)
     print(f"{res.iterations} iterations in {res.time_s:.1f} s, final loss {res.final_loss:.5f} -> {args.out}")
     if args.overlay:

@@ -48,6 +48,16 @@ def random_offset(rng, max_deg: float = 10.0, max_mm: float = 20.0):
     return axis * np.deg2rad(rng.uniform(0, max_deg)), direction * rng.uniform(0, max_mm)
 
 
+def true_pose(model_mean, subject_vertices) -> np.ndarray:
+    """``world_from_model`` (4x4, rigid) that best puts the model's mean onto a subject in correspondence
+    (least squares over the vertices): the pose a reconstruction should find, up to the shape difference.
+    The random initial poses are drawn around it (an LLP26 subject's vertex centroid lies ~10 mm from
+    the origin of the model frame, so the identity is no neutral start)."""
+    from ..ssm.procrustes import align
+
+    return align(model_mean, subject_vertices).matrix
+
+
 def offset_size(offset) -> tuple:
     """(degrees, mm) of a :func:`random_offset`."""
     return float(np.rad2deg(np.linalg.norm(offset[0]))), float(np.linalg.norm(offset[1]))
@@ -93,6 +103,17 @@ def xray_targets(volume, cams, *, quanta: float = 1000.0, seed: int = 0, spectru
         noisy = engine.simulate(volume, cam, spectrum=spectrum, scatter=scatter, noise=photons, seed=seed + k)
         out.append(-np.log(np.maximum(noisy, 0.5 / photons)))
     return np.stack(out)
+
+
+def xray_settings(detector_px: int, n_modes: int | None = 10) -> dict:
+    """:func:`reconstruct` options for X-ray targets (tier 3, the demo's ``--target xray``): the bone
+    X-ray loss, a firmer prior than for renders of the model (images pull less cleanly on the shape),
+    the pose alone at the coarse level, and no level coarser than 96 pixels: a 1 mm cortex in 6-8 mm
+    pixels no longer looks like the X-ray, and that level's loss preferred poses 15 mm off."""
+    from .reconstruct import default_schedule
+
+    return {"loss": "xray", "prior_weight": 5e-2, "n_modes": n_modes,
+            "schedule": default_schedule(detector_px=detector_px, min_level_px=96, pose_first=True)}
 
 
 @dataclass
