@@ -109,10 +109,12 @@ def xray_settings(detector_px: int, n_modes: int | None = 10) -> dict:
     """:func:`reconstruct` options for X-ray targets (tier 3, the demo's ``--target xray``): the bone
     X-ray loss, a firmer prior than for renders of the model (images pull less cleanly on the shape),
     the pose alone at the coarse level, and no level coarser than 96 pixels: a 1 mm cortex in 6-8 mm
-    pixels no longer looks like the X-ray, and that level's loss preferred poses 15 mm off."""
+    pixels no longer looks like the X-ray, and that level's loss preferred poses 15 mm off.  A grid of
+    starting translations (+-16 mm by 8 mm) is tried first: the loss is sharp, and a start about a
+    bone's width off could settle on the wrong edges and drift away."""
     from .reconstruct import default_schedule
 
-    return {"loss": "xray", "prior_weight": 5e-2, "n_modes": n_modes,
+    return {"loss": "xray", "prior_weight": 5e-2, "n_modes": n_modes, "search_mm": (16.0, 8.0),
             "schedule": default_schedule(detector_px=detector_px, min_level_px=96, pose_first=True)}
 
 
