@@ -7,7 +7,9 @@ of 128x128 (3.2 mm pixels) and 256x256 (1.6 mm).  An iteration is
 loss and its gradient, back-projection to the vertices, chain rule to coefficients
 and pose.  Full reconstruction: the default schedule (bins 4 -> 2 -> 1) from a pose
 10 degrees / 20 mm off, targets rendered from a model instance.  Median times after
-a warm-up; the machine is printed and stored.
+a warm-up; the machine is printed and stored.  Also one iteration of the X-ray loss
+(``loss="xray"``: the model and its cortex-offset inner surface rendered together,
+shell/core fit, band-pass NCC) for +-30 degree views.
 
     python benchmarks/recon.py [--quick] [--out benchmarks/results/recon.json]
 """
@@ -54,6 +56,16 @@ def main(argv=None):
             rows.append({"what": "iteration (render + gradient)", "views": views, "detector": f"{size}x{size}",
                          "ms": 1000 * t})
             print(f"{'iteration':<22} {views:<7} {size}x{size}: {1000 * t:7.1f} ms", flush=True)
+    for size, pix in ((128, 3.2), (256, 1.6)):  # the X-ray loss: two surfaces, shell/core fit, ROI
+        cams = ex.cameras("+-30", size, pix)
+        obj = Objective(np.zeros((2, size, size)), cams, model, loss="xray")
+        p = ShapePose(model).initial(ex.offset_pose(np.eye(4), model.mean.mean(0), *ex.random_offset(rng)))
+        r = obj.render(ShapePose(model).initial(None, c))
+        obj = Objective(r[:, 0] - 0.8 * np.maximum(r[:, 1], 0), cams, model, loss="xray")
+        obj.update_roi(p)
+        t = median_time(lambda: obj(p), 3 if args.quick else 10)
+        rows.append({"what": "iteration, xray loss", "views": "+-30", "detector": f"{size}x{size}", "ms": 1000 * t})
+        print(f"{'iteration, xray loss':<22} {'+-30':<7} {size}x{size}: {1000 * t:7.1f} ms", flush=True)
     for views in (("AP+LAT",) if args.quick else ("AP", "AP+LAT")):
         cams = ex.cameras(views, 256, 1.6)
         targets = MeshProjector(truth, "bone", max_hits=64)(cams)[:, 0]
