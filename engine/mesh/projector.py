@@ -35,6 +35,7 @@ import numpy as np
 
 from .. import backend
 from ..geometry import Camera, bin_image
+from ..field_group import FieldGroup
 from .bvh import build_bvh
 from .bvh_device import DeviceBVH
 from .raster import make_raster_kernel
@@ -242,12 +243,15 @@ class MeshProjector:
         shape = (n, rows, cols)
         if self._bufs is None or self._bufs[0] != shape:
             ti = self._ti
-            out = ti.field(self.real, shape=(n, len(self.materials), rows, cols))
-            grad = ti.field(self.real, shape=(n, len(self.materials), rows, cols))
-            hit_tri = ti.field(ti.i32, shape=(n, rows, cols, self.max_hits))
-            hit_n = ti.field(ti.i32, shape=(n, rows, cols))
-            self._bufs = (shape, out, grad, hit_tri, hit_n)
-        return self._bufs[1:]
+            if self._bufs is not None:
+                self._bufs[-1].release()  # the previous detector's buffers (freed, not leaked)
+            group = FieldGroup(ti)
+            out = group.field(self.real, (n, len(self.materials), rows, cols))
+            grad = group.field(self.real, (n, len(self.materials), rows, cols))
+            hit_tri = group.field(ti.i32, (n, rows, cols, self.max_hits))
+            hit_n = group.field(ti.i32, (n, rows, cols))
+            self._bufs = (shape, out, grad, hit_tri, hit_n, group.finalize())
+        return self._bufs[1:5]
 
     @staticmethod
     def _views(cams) -> np.ndarray:

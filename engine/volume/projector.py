@@ -25,6 +25,7 @@ import warnings
 import numpy as np
 
 from .. import backend
+from ..field_group import FieldGroup
 from ..geometry import Camera
 from .materials import Volume
 
@@ -204,16 +205,18 @@ class VolumeProjector:
         if min(ni, nj, nk) < 2:
             raise ValueError(f"the volume needs at least 2 voxels along each axis, got {volume.shape}")
         dtype = ti.f16 if storage == "f16" else ti.f32
-        self._vol = ti.Vector.field(m, dtype=dtype, shape=(nk, nj, ni))
+        self._fields = FieldGroup(ti)  # freed with the projector (plain fields never are)
+        self._vol = self._fields.field(dtype, (nk, nj, ni), n=m)
         self._march, upload = _make_kernels(ti, m, dtype)
-        for c in range(m):  # channel by channel: no transposed copy of the whole volume on the host
-            upload(self._vol, c, np.ascontiguousarray(volume.density[c]))
         dens = volume.density
         if storage == "f16":  # uniformity must hold for the stored (rounded) values
             dens = dens.astype(np.float16)
         uni = _uniform_blocks(dens, BLOCK)
         self.uniform_fraction = float(uni.mean())
-        self._blocks = ti.field(ti.u8, shape=uni.shape)
+        self._blocks = self._fields.field(ti.u8, uni.shape)
+        self._fields.finalize()
+        for c in range(m):  # channel by channel: no transposed copy of the whole volume on the host
+            upload(self._vol, c, np.ascontiguousarray(volume.density[c]))
         self._blocks.from_numpy(uni)
         self._lin = np.ascontiguousarray(volume.world_from_index[:3, :3].T, dtype=np.float32)
         self._index_from_world = np.linalg.inv(volume.world_from_index)
@@ -223,7 +226,11 @@ class VolumeProjector:
     def _buffer(self, n: int, rows: int, cols: int):
         shape = (n, len(self.materials), rows, cols)
         if self._out is None or self._out.shape != shape:
-            self._out = self._ti.field(self._ti.f32, shape=shape)
+            if self._out is not None:
+                self._out_group.release()
+            self._out_group = FieldGroup(self._ti)
+            self._out = self._out_group.field(self._ti.f32, shape)
+            self._out_group.finalize()
         return self._out
 
     def _view_params(self, cams) -> np.ndarray:
