@@ -149,7 +149,11 @@ class BoneXrayNCC(NCC):
         if r.ndim != 4 or r.shape[1] != 2 or r.shape[0] != len(t) or r.shape[2:] != t.shape[1:]:
             raise ValueError(f"need (views, 2, rows, cols) outer/inner path lengths for targets {t.shape}, "
                              f"got {r.shape}")
-        high, high_t = self._filters(t.shape[1:])
+        key = (id(target), t.shape, float(t.sum()))
+        if getattr(self, "_prepared", (None,))[0] != key:  # the targets' band-pass, once per level
+            high, high_t = self._filters(t.shape[1:])
+            self._prepared = (key, high, high_t, [high(x) for x in t])
+        _, high, high_t, high_targets = self._prepared
         roi = np.ones_like(t) if self.roi is None else self.roi
         if roi.shape != t.shape:
             raise ValueError(f"region of interest {roi.shape} does not match the targets {t.shape}: call set_roi")
@@ -157,7 +161,7 @@ class BoneXrayNCC(NCC):
         self.coefficients = np.zeros((len(t), 2))
         for i in range(len(t)):
             core = np.maximum(r[i, 1], 0.0)
-            hs, hc, ht = high(r[i, 0] - core), high(core), high(t[i])
+            hs, hc, ht = high(r[i, 0] - core), high(core), high_targets[i]
             wn = roi[i] / roi[i].sum()
             a = np.stack([hs - (wn * hs).sum(), hc - (wn * hc).sum()])
             b = ht - (wn * ht).sum()
@@ -166,7 +170,8 @@ class BoneXrayNCC(NCC):
             self.coefficients[i] = c
             v, g = self._ncc(c[0] * hs + c[1] * hc, ht, roi[i])
             val += v
-            gs, gc = high_t(c[0] * g), high_t(c[1] * g)
+            hg = high_t(g)  # linear: H^T (c g) = c H^T g
+            gs, gc = c[0] * hg, c[1] * hg
             grad[i, 0] = gs
             grad[i, 1] = (gc - gs) * (r[i, 1] > 0)
         n = len(t)
