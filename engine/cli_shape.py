@@ -155,13 +155,11 @@ def cmd_reconstruct(args) -> int:
     init[:3, 3] = centre - init[:3, :3] @ model.mean.mean(0)
     _say(f"{model}; {len(cams)} view(s); loss {loss}; start at {np.round(centre, 1)} mm")
     kw = {"loss": loss, "n_modes": args.modes}
-    if loss == "xray":  # the tier-3 settings (engine.recon.experiments.xray_settings), unless overridden
+    if loss == "xray":  # the tier-3 settings (engine.recon.experiments.xray_settings)
         from .recon.experiments import xray_settings
-        from .recon.reconstruct import default_schedule
 
-        kw = {**xray_settings(min(cams[0].rows, cams[0].cols), n_modes=args.modes),
-              "schedule": default_schedule(args.scale, args.free, min(cams[0].rows, cams[0].cols), min_level_px=96,
-                                           pose_first=True)}
+        kw = xray_settings(min(cams[0].rows, cams[0].cols), n_modes=args.modes, scale=args.scale,
+                           free_iterations=args.free)
     res = reconstruct(np.stack(imgs), cams, model, init=init, scale=args.scale, free_iterations=args.free,
                       progress=not args.quiet, **kw)
     res.save_mesh(args.out)

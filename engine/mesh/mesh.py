@@ -55,13 +55,19 @@ def face_normals(vertices, faces) -> np.ndarray:
     return np.cross(t[:, 1] - t[:, 0], t[:, 2] - t[:, 0])
 
 
-def vertex_normals(vertices, faces) -> np.ndarray:
-    """(V, 3) unit vertex normals: the area-weighted mean of the adjacent face normals."""
+def vertex_normal_sums(vertices, faces) -> np.ndarray:
+    """(V, 3) sum of the adjacent faces' :func:`face_normals` (area-weighted, not unit)."""
     f = np.asarray(faces)
     fn = face_normals(vertices, f)
     n = np.zeros((len(vertices), 3))
     for k in range(3):
         np.add.at(n, f[:, k], fn)
+    return n
+
+
+def vertex_normals(vertices, faces) -> np.ndarray:
+    """(V, 3) unit vertex normals: the area-weighted mean of the adjacent face normals."""
+    n = vertex_normal_sums(vertices, faces)
     return n / np.maximum(np.linalg.norm(n, axis=1, keepdims=True), 1e-300)
 
 

@@ -42,7 +42,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
-from ..mesh.mesh import face_normals, vertex_normals
+from ..mesh.mesh import vertex_normal_sums, vertex_normals
 from .losses import _EPS, NCC, _views
 
 CORTEX_MM = 1.0  # default cortical thickness: pelvic cortex is about 0.5-2 mm thick
@@ -61,10 +61,7 @@ def offset_surface_vjp(vertices, faces, distance: float, grad_offset) -> np.ndar
     v = np.asarray(vertices, np.float64)
     f = np.asarray(faces)
     g = np.asarray(grad_offset, np.float64)
-    fn = face_normals(v, f)
-    m = np.zeros_like(v)
-    for k in range(3):
-        np.add.at(m, f[:, k], fn)
+    m = vertex_normal_sums(v, f)
     norm = np.maximum(np.linalg.norm(m, axis=1, keepdims=True), 1e-300)
     n = m / norm
     g_n = -float(distance) * g

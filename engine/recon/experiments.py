@@ -90,22 +90,24 @@ def xray_targets(volume, cams, *, quanta: float = 1000.0, seed: int = 0, spectru
     quanta; the lateral view of a pelvis gets more dose than the AP one, as on a C-arm.
     With the fluoro90 spectrum (about 2.6e4 photons / mm^2 / uGy, spekpy) 1000 quanta
     in a 1.6 mm pixel is about 15 nGy at the detector: a low-dose fluoroscopy frame.
-    Pixels without a single quantum are floored at half a quantum before the log.
+    Pixels without a single quantum are floored at half a quantum before the log (as ``simulate`` does).
     """
     import engine
+    from ..volume import Volume, VolumeProjector
 
+    proj = VolumeProjector(volume) if isinstance(volume, Volume) else volume  # uploaded once for all calls
     out = []
     for k, cam in enumerate(cams):
-        clean = engine.simulate(volume, cam, spectrum=spectrum, scatter=scatter)
+        clean = engine.simulate(proj, cam, spectrum=spectrum, scatter=scatter)
         r, c = clean.shape
         median = float(np.median(clean[r // 4:r - r // 4, c // 4:c - c // 4]))
         photons = float(quanta) / max(median, 1e-12)
-        noisy = engine.simulate(volume, cam, spectrum=spectrum, scatter=scatter, noise=photons, seed=seed + k)
-        out.append(-np.log(np.maximum(noisy, 0.5 / photons)))
+        out.append(engine.simulate(proj, cam, spectrum=spectrum, scatter=scatter, noise=photons, seed=seed + k,
+                                   output="line_integral"))
     return np.stack(out)
 
 
-def xray_settings(detector_px: int, n_modes: int | None = 10) -> dict:
+def xray_settings(detector_px: int, n_modes: int | None = 10, scale: bool = False, free_iterations: int = 0) -> dict:
     """:func:`reconstruct` options for X-ray targets (tier 3, the demo's ``--target xray``): the bone
     X-ray loss, a firmer prior than for renders of the model (images pull less cleanly on the shape),
     the pose alone at the coarse level, and no level coarser than 96 pixels: a 1 mm cortex in 6-8 mm
@@ -115,7 +117,7 @@ def xray_settings(detector_px: int, n_modes: int | None = 10) -> dict:
     from .reconstruct import default_schedule
 
     return {"loss": "xray", "prior_weight": 5e-2, "n_modes": n_modes, "search_mm": (16.0, 8.0),
-            "schedule": default_schedule(detector_px=detector_px, min_level_px=96, pose_first=True)}
+            "schedule": default_schedule(scale, free_iterations, detector_px, min_level_px=96, pose_first=True)}
 
 
 @dataclass

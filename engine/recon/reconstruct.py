@@ -198,18 +198,21 @@ class Objective:
         """(n, rows, cols) path lengths (mm) of the posed instance at the current level; for a two-channel
         loss (n, 2, rows, cols): through the outer surface and through the inner (cortex-offset) one.
         ``record=False``: no gradient will be asked for this render (faster)."""
-        x = self.shape_pose.vertices(params)
+        x = self._x = self.shape_pose.vertices(params)
         if self.shell_mm is None:
             self.projector.set_vertices(x)
             return self.projector(self.level_cameras, record=record)[:, 0].astype(np.float64)
         self.projector.set_vertices(np.concatenate([x, offset_surface(x, self.model.faces, self.shell_mm)]))
         return self.projector(self.level_cameras, record=record).astype(np.float64)
 
-    def value(self, params: Params) -> float:
-        """The loss (with the prior, without free displacements) and no gradient."""
+    def value(self, params: Params, place_roi: bool = False) -> float:
+        """The loss (with the prior, without free displacements) and no gradient; with ``place_roi`` the
+        loss' region of interest is first placed around this render (:meth:`update_roi`, same render)."""
+        rendered = self.render(params, record=False)
+        if place_roi and hasattr(self.loss, "set_roi"):
+            self.loss.set_roi(rendered)
         c = params.shape[:self.k]
-        return float(self.loss(self.render(params, record=False), self.level_targets)[0]) \
-            + 0.5 * self.prior_weight * float(c @ c)
+        return float(self.loss(rendered, self.level_targets)[0]) + 0.5 * self.prior_weight * float(c @ c)
 
     def update_roi(self, params: Params) -> None:
         """Let a loss with a region of interest (``set_roi``) place it around the current estimate."""
@@ -225,8 +228,7 @@ class Objective:
         else:
             gx = self.projector.vjp(g_img)
             nv = self.model.n_vertices
-            gx = gx[:nv] + offset_surface_vjp(self.shape_pose.vertices(params), self.model.faces, self.shell_mm,
-                                              gx[nv:])
+            gx = gx[:nv] + offset_surface_vjp(self._x, self.model.faces, self.shell_mm, gx[nv:])  # x of render
         grads = self.shape_pose.backward(params, gx).as_dict()
         c = params.shape
         val += 0.5 * self.prior_weight * float(c[:self.k] @ c[:self.k])
@@ -253,8 +255,7 @@ def translation_search(objective: Objective, params: Params, extent_mm: float, s
     for d in np.stack(np.meshgrid(*[offsets] * len(basis), indexing="ij"), -1).reshape(-1, len(basis)):
         q = params.copy()
         q.translation = params.translation + d @ basis
-        objective.update_roi(q)
-        val = objective.value(q)
+        val = objective.value(q, place_roi=True)
         if val < best:
             best, best_p = val, q
     return best_p
