@@ -174,3 +174,19 @@ def test_pose_first_schedule():
     assert [(s.factor, "shape" in s.groups) for s in st] == [(4, False), (2, False), (2, True), (1, True)]
     st = default_schedule(detector_px=64, pose_first=True)
     assert [(s.factor, "shape" in s.groups) for s in st] == [(1, False), (1, True)]
+
+
+def test_bad_input_is_named():
+    rng = np.random.default_rng(5)
+    r = _blobs(rng)
+    with pytest.raises(ValueError, match="shell_mm must be positive"):
+        BoneXrayNCC(shell_mm=0.0)
+    with pytest.raises(ValueError, match="outer/inner path lengths"):
+        BoneXrayNCC()(r[:, 0], r[:, 0])  # a one-channel render
+    loss = BoneXrayNCC()
+    loss.set_roi(r)
+    with pytest.raises(ValueError, match="region of interest"):
+        loss(r[:1], r[:1, 0])  # a ROI of 2 views for 1 target
+    empty = np.zeros_like(r)
+    with pytest.raises(ValueError, match="outside the detector"):
+        loss.set_roi(empty)
