@@ -190,3 +190,34 @@ def test_bad_input_is_named():
     empty = np.zeros_like(r)
     with pytest.raises(ValueError, match="outside the detector"):
         loss.set_roi(empty)
+
+
+def test_xray_targets_expose_for_the_aec_field():
+    """The automatic exposure control meters the central ``aec_field`` of the detector: a 20 mm water
+    column in air fills the central quarter, not the central half.  Metered on the quarter, the pixels
+    behind it get about ``quanta`` quanta (noise of the line integral ~ 1/sqrt(quanta)); metered on the
+    half (mostly open beam), they get ~10x fewer (e^-2.4 through 120 mm of water) and are ~3x noisier."""
+    from engine.geometry.carm import carm
+    from engine.recon import experiments as ex
+    from engine.volume import CT, Volume, VolumeProjector
+
+    n, mm = 64, 2.0
+    aff = np.diag([mm, mm, mm, 1.0])
+    aff[:3, 3] = -mm * (n - 1) / 2
+    hu = np.full((n, n, n), -1000.0, np.float32)
+    c = (np.arange(n) - (n - 1) / 2) * mm
+    inside = (np.abs(c)[:, None] < 10.0) & (np.abs(c)[None, :] < 10.0)  # |x| < 10, |z| < 10 mm, all y
+    hu[inside[:, None, :].repeat(n, 1)] = 0.0
+    proj = VolumeProjector(Volume.from_ct(CT(hu=hu, world_from_index=aff)))
+    cam = carm(sid=700.0, sdd=1000.0, rows=64, cols=64, pixel_size=1.6)
+    clean = engine.simulate(proj, cam, spectrum="fluoro90", scatter=False, output="line_integral")
+    assert clean[32, 32] > 2.0 and clean[32, 5] < 0.01  # behind the column / open beam
+    centre = (slice(26, 38), slice(26, 38))
+    quanta, std = 400.0, {}
+    for field in (0.25, 0.5):
+        noisy = ex.xray_targets(proj, [cam], quanta=quanta, seed=3, scatter=False, aec_field=field)[0]
+        std[field] = float(np.std((noisy - clean)[centre]))
+    assert 0.6 < std[0.25] * np.sqrt(quanta) < 1.6, std
+    assert std[0.5] > 2.0 * std[0.25], std
+    with pytest.raises(ValueError, match="aec_field"):
+        ex.xray_targets(proj, [cam], aec_field=0.0)

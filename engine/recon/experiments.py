@@ -82,12 +82,16 @@ def rotation_angle_deg(a, b) -> float:
 
 
 def xray_targets(volume, cams, *, quanta: float = 1000.0, seed: int = 0, spectrum: str = "fluoro90",
-                 scatter: bool = True) -> np.ndarray:
+                 scatter: bool = True, aec_field: float = 0.5) -> np.ndarray:
     """Line-integral images ``-log(I / I0)`` (n, rows, cols) of a volume: polychromatic, scatter, Poisson noise.
 
     Automatic exposure control: each view's dose is chosen so that the median pixel of
-    the detector's central half (the AEC chamber's field) receives ``quanta`` effective
-    quanta; the lateral view of a pelvis gets more dose than the AP one, as on a C-arm.
+    the AEC's measuring field (the central ``aec_field`` of the detector's width and height,
+    centred on the isocentre, where the anatomy of interest is) receives ``quanta`` effective
+    quanta; the lateral view of a pelvis gets more dose than the AP one, as on a C-arm.  A field
+    much wider than the anatomy exposes for what lies around it: centred on a thoracic vertebra,
+    the central half of a 20 cm field is mostly lung, and the spine behind the mediastinum then
+    receives almost no quanta (clipped, no signal).
     With the fluoro90 spectrum (about 2.6e4 photons / mm^2 / uGy, spekpy) 1000 quanta
     in a 1.6 mm pixel is about 15 nGy at the detector: a low-dose fluoroscopy frame.
     Pixels without a single quantum are floored at half a quantum before the log (as ``simulate`` does).
@@ -95,12 +99,16 @@ def xray_targets(volume, cams, *, quanta: float = 1000.0, seed: int = 0, spectru
     import engine
     from ..volume import Volume, VolumeProjector
 
+    if not 0 < aec_field <= 1:
+        raise ValueError(f"aec_field is a fraction of the detector side in (0, 1], got {aec_field}")
+
     proj = VolumeProjector(volume) if isinstance(volume, Volume) else volume  # uploaded once for all calls
     out = []
     for k, cam in enumerate(cams):
         clean = engine.simulate(proj, cam, spectrum=spectrum, scatter=scatter)
         r, c = clean.shape
-        median = float(np.median(clean[r // 4:r - r // 4, c // 4:c - c // 4]))
+        hr, hc = max(int(round(r * aec_field / 2)), 1), max(int(round(c * aec_field / 2)), 1)
+        median = float(np.median(clean[r // 2 - hr:r // 2 + hr, c // 2 - hc:c // 2 + hc]))
         photons = float(quanta) / max(median, 1e-12)
         out.append(engine.simulate(proj, cam, spectrum=spectrum, scatter=scatter, noise=photons, seed=seed + k,
                                    output="line_integral"))
@@ -150,6 +158,8 @@ def run_trial(tier, views, case, targets, cams, model, truth: Mesh, init, *, tru
     m = metrics.surface_metrics(res.mesh, truth, n=8000)
     m0 = metrics.surface_metrics(res.initial_mesh, truth, n=4000)
     c = model.mean.mean(0)
+    init = init.get("pose") if isinstance(init, dict) else init  # reconstruct's {"pose", "coeffs"} form
+    init = np.eye(4) if init is None else np.asarray(init, np.float64)
     trial = Trial(tier, views, case, rotation_angle_deg(init, truth_pose if truth_pose is not None else init),
                   float(np.linalg.norm((init[:3, :3] @ c + init[:3, 3]) - (truth_pose[:3, :3] @ c + truth_pose[:3, 3])))
                   if truth_pose is not None else float("nan"),
