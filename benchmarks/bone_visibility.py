@@ -76,7 +76,7 @@ def analyse(full, parts: dict, bone: str, margin_px: float = 8.0) -> dict:
             for k, p in parts.items():
                 rows[k].append(float(np.sqrt((w * centred(p[i]) ** 2).sum())))
             rows["rest"].append(float(np.sqrt((w * rest ** 2).sum())))
-            rows["snr"].append(rows[bone][-1] / rows["rest"][-1])
+            rows["snr"].append(rows[bone][-1] / rows["rest"][-1] if rows["rest"][-1] > 0 else float("inf"))
             rows["ncc"].append(float((w * b * f).sum() / np.sqrt((w * b * b).sum() * (w * f * f).sum())))
         out[f"sigma{sigma:g}"] = rows
     return out
