@@ -38,6 +38,7 @@ sys.path.insert(0, str(ROOT))
 
 import engine  # noqa: E402
 from engine.geometry.carm import carm  # noqa: E402
+from engine.recon.bone_xray import BoneXrayNCC  # noqa: E402
 from engine.volume import CT, Volume, VolumeProjector  # noqa: E402
 
 VIEWS = {"AP": 0.0, "LAT": 90.0, "-30": -30.0, "+30": 30.0}
@@ -47,10 +48,14 @@ VESSELS = ("heart", "aorta", "pulmonary_vein", "superior_vena_cava", "inferior_v
            "brachiocephalic_trunk", "brachiocephalic_vein_left", "brachiocephalic_vein_right")
 
 
-def line_integrals(ct: CT, cams, replace=None) -> np.ndarray:
-    """(n, rows, cols) noise- and scatter-free line integrals of ``ct``, optionally with voxels replaced by 40 HU."""
+def projector(ct: CT, replace=None) -> VolumeProjector:
+    """The CT's projector, optionally with the voxels of a mask replaced by 40 HU soft tissue."""
     hu = ct.hu if replace is None else np.where(replace, SOFT_HU, ct.hu).astype(np.float32)
-    proj = VolumeProjector(Volume.from_ct(CT(hu=hu, world_from_index=ct.world_from_index)))
+    return VolumeProjector(Volume.from_ct(CT(hu=hu, world_from_index=ct.world_from_index)))
+
+
+def line_integrals(proj: VolumeProjector, cams) -> np.ndarray:
+    """(n, rows, cols) noise- and scatter-free line integrals."""
     return np.stack([engine.simulate(proj, c, spectrum="fluoro90", scatter=False, output="line_integral")
                      for c in cams])
 
@@ -62,11 +67,10 @@ def analyse(full, parts: dict, bone: str, margin_px: float = 8.0) -> dict:
         def high(x):
             return x - ndimage.gaussian_filter(x, sigma)
         rows = {k: [] for k in list(parts) + ["rest", "snr", "ncc"]}
+        silhouette = (np.abs(parts[bone]) > 1e-3).astype(float)[:, None].repeat(2, axis=1)  # (n, 2, rows, cols)
+        rois = BoneXrayNCC(roi_margin_px=margin_px).set_roi(silhouette)  # the loss' own region of interest
         for i in range(len(full)):
-            inside = np.abs(parts[bone][i]) > 1e-3
-            roi = ndimage.gaussian_filter((ndimage.distance_transform_edt(~inside) <= margin_px).astype(float),
-                                          margin_px / 4)
-            w = roi / roi.sum()
+            w = rois[i] / rois[i].sum()
 
             def centred(x):
                 h = high(x)
@@ -98,6 +102,7 @@ def vertebrae(size: int):
     ribs = [i for n, i in ids.items() if n.startswith("rib_")]
     vessels = [ids[n] for n in VESSELS if n in ids]
     order = [f"T{i}" for i in range(1, 13)] + ["L1", "L2"]
+    whole = projector(ct)  # uploaded once, seen from every vertebra's cameras
     out = []
     for k in range(1, 11):  # T2..T11: the vertebrae of tier 3a's ten trials
         name = order[k]
@@ -105,11 +110,11 @@ def vertebrae(size: int):
         centre = ct.world_from_index[:3, :3] @ np.argwhere(me).mean(0) + ct.world_from_index[:3, 3]
         cams = [carm(primary=a, sid=700.0, sdd=1000.0, rows=size, cols=size, pixel_size=0.8, isocenter=centre)
                 for a in VIEWS.values()]
-        full = line_integrals(ct, cams)
+        full = line_integrals(whole, cams)
         masks = {"bone": me, "neighbours": np.isin(lab, [ids[f"vertebrae_{order[k - 1]}"],
                                                          ids[f"vertebrae_{order[k + 1]}"]]),
                  "ribs": np.isin(lab, ribs), "heart+vessels": np.isin(lab, vessels)}
-        parts = {p: full - line_integrals(ct, cams, m) for p, m in masks.items()}
+        parts = {p: full - line_integrals(projector(ct, m), cams) for p, m in masks.items()}
         parts["other"] = full - sum(parts.values())
         for j, view in enumerate(VIEWS):
             res = analyse(full[j:j + 1], {p: v[j:j + 1] for p, v in parts.items()}, "bone")
@@ -129,8 +134,8 @@ def pelvis(size: int, subjects=(0, 1, 2)):
         hu, aff = make_pelvis_phantom(1.5, seed=s, coarse_vertices=shapes[s])
         ct = CT(hu=hu.astype(np.float32), world_from_index=aff)
         cams = [carm(primary=a, sid=700.0, sdd=1000.0, rows=size, cols=size, pixel_size=1.6) for a in VIEWS.values()]
-        full = line_integrals(ct, cams)
-        bone = full - line_integrals(ct, cams, ct.hu > 100.0)  # cortical 1400, cancellous 300 HU; soft 40
+        full = line_integrals(projector(ct), cams)
+        bone = full - line_integrals(projector(ct, ct.hu > 100.0), cams)  # cortical 1400, cancellous 300 HU; soft 40
         parts = {"bone": bone, "other": full - bone}
         for j, view in enumerate(VIEWS):
             res = analyse(full[j:j + 1], {p: v[j:j + 1] for p, v in parts.items()}, "bone")
