@@ -43,7 +43,7 @@ SUCCESS_1VIEW = lambda t: t.hd < 15.0  # noqa: E731  (half the published mean Ha
 MAX_OFFSET = (10.0, 20.0)  # the issue's initial pose errors: up to 10 degrees and 20 mm (--max-offset)
 
 
-def tier1(trials, views, size, rng, kw):
+def tier1(trials, views, size, rng, kw, max_offset=MAX_OFFSET):
     model = load_pelvis_model().subdivided(1)
     out = []
     for i in range(trials):
@@ -54,7 +54,7 @@ def tier1(trials, views, size, rng, kw):
         truth = model.mesh(c, truth_pose)
         cams = ex.cameras(views, size)
         targets = MeshProjector(truth, "bone", max_hits=64)(cams)[:, 0]
-        init = ex.offset_pose(truth_pose, model.mean.mean(0), *ex.random_offset(rng, *MAX_OFFSET))
+        init = ex.offset_pose(truth_pose, model.mean.mean(0), *ex.random_offset(rng, *max_offset))
         t, _ = ex.run_trial("1 self-consistency", views, f"instance {i}", targets, cams, model, truth, init,
                             truth_pose=truth_pose, loss="mse", **kw)
         out.append(t)
@@ -67,7 +67,7 @@ def heldout_truth(subject, shapes, faces, levels):
     return Mesh(vertices=v, faces=f)
 
 
-def tier2(trials, views, size, rng, kw):
+def tier2(trials, views, size, rng, kw, max_offset=MAX_OFFSET):
     shapes, faces = llp26_population()
     out = []
     for i in range(trials):
@@ -78,7 +78,7 @@ def tier2(trials, views, size, rng, kw):
         truth = heldout_truth(s, shapes, faces, 1)
         cams = ex.cameras(views, size)
         targets = MeshProjector(truth, "bone", max_hits=64)(cams)[:, 0]
-        off = ex.random_offset(rng, *MAX_OFFSET)
+        off = ex.random_offset(rng, *max_offset)
         init = ex.offset_pose(truth_pose, model.mean.mean(0), *off)
         t, _ = ex.run_trial("2 held-out shape", views, f"subject {s}", targets, cams, model, truth, init,
                             truth_pose=truth_pose, loss="mse", **kw)
@@ -90,7 +90,7 @@ def tier2(trials, views, size, rng, kw):
     return out
 
 
-def tier3b(trials, views, size, rng, kw, quanta=1000.0):
+def tier3b(trials, views, size, rng, kw, max_offset=MAX_OFFSET, quanta=1000.0):
     from engine.phantoms.pelvis_ct import make_pelvis_phantom, pelvis_mesh
     from engine.volume import CT, Volume
 
@@ -107,7 +107,7 @@ def tier3b(trials, views, size, rng, kw, quanta=1000.0):
         coarse = build_pelvis_model(exclude=[s])
         truth_pose = ex.true_pose(coarse.mean, shapes[s])
         model = coarse.subdivided(1)
-        off = ex.random_offset(rng, *MAX_OFFSET)
+        off = ex.random_offset(rng, *max_offset)
         init = ex.offset_pose(truth_pose, model.mean.mean(0), *off)
         t, _ = ex.run_trial("3b CT phantom+physics", views, f"subject {s}", targets, cams, model, truth, init,
                             truth_pose=truth_pose, **{**ex.xray_settings(size), **kw})
@@ -117,7 +117,7 @@ def tier3b(trials, views, size, rng, kw, quanta=1000.0):
     return out
 
 
-def tier3a(trials, views, size, rng, kw, quanta=250.0, pixel_mm=0.8):
+def tier3a(trials, views, size, rng, kw, max_offset=MAX_OFFSET, quanta=250.0, pixel_mm=0.8):
     """A real CT: a vertebra of the chest CT (truth: its label's surface), X-rays of the whole CT (ribs,
     neighbouring vertebrae, lungs, heart), a vertebra model built from the other 12 (T1..L1)."""
     from engine.ssm import build_model
@@ -144,7 +144,7 @@ def tier3a(trials, views, size, rng, kw, quanta=250.0, pixel_mm=0.8):
         truth_pose = ex.true_pose(model.mean, shapes[k])  # rigid: the mean onto the held-out vertebra
         cams = ex.cameras(views, size, pixel_mm=pixel_mm, isocenter=truth.vertices.mean(0))
         targets = ex.xray_targets(vol, cams, quanta=quanta, seed=1000 * i, aec_field=0.25)  # AEC on the spine
-        off = ex.random_offset(rng, *MAX_OFFSET)
+        off = ex.random_offset(rng, *max_offset)
         init = ex.offset_pose(truth_pose, model.mean.mean(0), *off)
         t, _ = ex.run_trial("3a chest CT vertebra", views, name, targets, cams, model, truth, init,
                             truth_pose=truth_pose, **{**ex.xray_settings(size, n_modes=None), **kw})
@@ -158,7 +158,6 @@ TIERS = {"1": tier1, "2": tier2, "3a": tier3a, "3b": tier3b}
 
 
 def main(argv=None):
-    global MAX_OFFSET
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--trials", type=int, default=10)
     ap.add_argument("--tiers", nargs="+", default=["1", "2", "3a", "3b"], choices=sorted(TIERS))
@@ -172,15 +171,15 @@ def main(argv=None):
     ap.add_argument("--update", action="store_true",
                     help="keep the trials of other (tier, views) already in --out, replace those run now")
     args = ap.parse_args(argv)
-    MAX_OFFSET = tuple(args.max_offset)
+    max_offset = tuple(args.max_offset)
     t0 = time.perf_counter()
     trials = []
     for tier in args.tiers:
         for views in args.views:
             rng = np.random.default_rng([args.seed, len(views), ord(tier[0])])
-            for t in TIERS[tier](args.trials, views, args.size, rng, {}):
-                if MAX_OFFSET != (10.0, 20.0):
-                    t.tier += f" (start <= {MAX_OFFSET[0]:g} deg/{MAX_OFFSET[1]:g} mm)"
+            for t in TIERS[tier](args.trials, views, args.size, rng, {}, max_offset):
+                if max_offset != MAX_OFFSET:
+                    t.tier += f" (start <= {max_offset[0]:g} deg/{max_offset[1]:g} mm)"
                 trials.append(t)
     kept = []
     if args.update and Path(args.out).is_file():
