@@ -110,16 +110,22 @@ class BoneXrayNCC(NCC):
     name = "xray"
     channels = 2
 
-    def __init__(self, sigma_px: float = 16.0, shell_mm: float = CORTEX_MM, roi_margin_px: float = 8.0):
+    def __init__(self, sigma_px: float = 16.0, shell_mm: float = CORTEX_MM, roi_margin_px: float = 8.0,
+                 window_px: float | None = None):
         super().__init__(None)
         if not shell_mm > 0:
             raise ValueError(f"shell_mm must be positive, got {shell_mm}")
+        if window_px is not None and not window_px > 0:
+            raise ValueError(f"window_px must be positive (or None: one global NCC), got {window_px}")
         self.sigma_px, self.shell_mm, self.roi_margin_px = float(sigma_px), float(shell_mm), float(roi_margin_px)
+        self.window_px = None if window_px is None else float(window_px)
         self.roi = None
         self.coefficients = None  # (n, 2) shell and core weights of the last call
+        self._held = None  # local NCC: (mix, eps_render, eps_target) held from set_roi to set_roi
 
     def at_level(self, factor: int) -> "BoneXrayNCC":
-        return BoneXrayNCC(self.sigma_px / factor, self.shell_mm, self.roi_margin_px / factor)
+        return BoneXrayNCC(self.sigma_px / factor, self.shell_mm, self.roi_margin_px / factor,
+                           None if self.window_px is None else self.window_px / factor)
 
     def set_roi(self, rendered) -> np.ndarray:
         """Region of interest (n, rows, cols) in [0, 1] from a render (n, 2, rows, cols): the outer
@@ -133,6 +139,7 @@ class BoneXrayNCC(NCC):
             near = ndimage.distance_transform_edt(~inside) <= self.roi_margin_px
             roi[i] = ndimage.gaussian_filter(near.astype(np.float64), max(self.roi_margin_px / 4, 0.5))
         self.roi = roi
+        self._held = None  # the local NCC's mix is chosen again at the next call
         return roi
 
     def _filters(self, shape):
@@ -154,17 +161,14 @@ class BoneXrayNCC(NCC):
         roi = np.ones_like(t) if self.roi is None else self.roi
         if roi.shape != t.shape:
             raise ValueError(f"region of interest {roi.shape} does not match the targets {t.shape}: call set_roi")
+        if self.window_px is not None:
+            return self._local(r, t, roi, high, high_t, high_targets)
         val, grad = 0.0, np.zeros_like(r)
         self.coefficients = np.zeros((len(t), 2))
         for i in range(len(t)):
             core = np.maximum(r[i, 1], 0.0)
             hs, hc, ht = high(r[i, 0] - core), high(core), high_targets[i]
-            wn = roi[i] / roi[i].sum()
-            a = np.stack([hs - (wn * hs).sum(), hc - (wn * hc).sum()])
-            b = ht - (wn * ht).sum()
-            gram = np.einsum("ixy,jxy,xy->ij", a, a, wn)
-            c = _nonnegative_mix(gram, np.einsum("ixy,xy,xy->i", a, b, wn))
-            self.coefficients[i] = c
+            c = self.coefficients[i] = self._mix(hs, hc, ht, roi[i])
             v, g = self._ncc(c[0] * hs + c[1] * hc, ht, roi[i])
             val += v
             hg = high_t(g)  # linear: H^T (c g) = c H^T g
@@ -173,3 +177,79 @@ class BoneXrayNCC(NCC):
             grad[i, 1] = (gc - gs) * (r[i, 1] > 0)
         n = len(t)
         return 1.0 - val / n, -grad / n
+
+    @staticmethod
+    def _mix(hs, hc, ht, roi) -> np.ndarray:
+        """The best non-negative (shell, core) weights for band-passed images in a weighted region."""
+        wn = roi / roi.sum()
+        a = np.stack([hs - (wn * hs).sum(), hc - (wn * hc).sum()])
+        b = ht - (wn * ht).sum()
+        gram = np.einsum("ixy,jxy,xy->ij", a, a, wn)
+        return _nonnegative_mix(gram, np.einsum("ixy,xy,xy->i", a, b, wn))
+
+    def _local(self, r, t, roi, high, high_t, high_targets):
+        """The windowed variant (``window_px``): mean local NCC in the region, mix held since set_roi."""
+        window = _Window(t.shape[1:], self.window_px)
+        if self._held is None:  # choose the mix and the variance floors at this render, hold them
+            mix, eps = np.zeros((len(t), 2)), np.zeros((len(t), 2))
+            for i in range(len(t)):
+                core = np.maximum(r[i, 1], 0.0)
+                hs, hc = high(r[i, 0] - core), high(core)
+                mix[i] = self._mix(hs, hc, high_targets[i], roi[i])
+                wn = roi[i] / roi[i].sum()
+                for k, x in enumerate((mix[i, 0] * hs + mix[i, 1] * hc, high_targets[i])):
+                    eps[i, k] = LOCAL_EPS * float((wn * window.variance(x)).sum()) + _EPS
+            self._held = (mix, eps)
+        mix, eps = self._held
+        self.coefficients = mix.copy()
+        val, grad = 0.0, np.zeros_like(r)
+        for i in range(len(t)):
+            core = np.maximum(r[i, 1], 0.0)
+            c = mix[i]
+            v, g = window.ncc(high(c[0] * (r[i, 0] - core) + c[1] * core), high_targets[i], roi[i], *eps[i])
+            val += v
+            hg = high_t(g)
+            grad[i, 0] = c[0] * hg
+            grad[i, 1] = (c[1] - c[0]) * hg * (r[i, 1] > 0)
+        n = len(t)
+        return 1.0 - val / n, -grad / n
+
+
+LOCAL_EPS = 1e-2  # variance floor of the local NCC, relative to the region's mean local variance
+
+
+class _Window:
+    """Gaussian windows of ``sigma`` pixels (zero padding, normalised: ``E x = G x / G 1``), local statistics
+    and the local NCC with its exact gradient (the adjoint of ``E`` is ``E^T y = G (y / G 1)``)."""
+
+    def __init__(self, shape, sigma: float):
+        self.sigma = float(sigma)
+        self.norm = self._g(np.ones(shape))
+
+    def _g(self, x):
+        return ndimage.gaussian_filter(x, self.sigma, mode="constant", truncate=3.0)
+
+    def mean(self, x):
+        return self._g(x) / self.norm
+
+    def mean_t(self, y):
+        return self._g(y / self.norm)
+
+    def variance(self, x):
+        m = self.mean(x)
+        return np.maximum(self.mean(x * x) - m * m, 0.0)
+
+    def ncc(self, a, b, w, eps_a: float, eps_b: float):
+        """Weighted mean over pixels of ``cov(a, b) / sqrt((var a + eps_a)(var b + eps_b))`` in the windows
+        around them, and its gradient with respect to ``a``."""
+        wn = w / w.sum()
+        ma, mb = self.mean(a), self.mean(b)
+        va = self.mean(a * a) - ma * ma + eps_a
+        vb = np.maximum(self.mean(b * b) - mb * mb, 0.0) + eps_b
+        cov = self.mean(a * b) - ma * mb
+        d = np.sqrt(va * vb)
+        c = cov / d
+        alpha, beta = wn / d, -wn * c / (2.0 * va)  # d value / d cov, d value / d var(a)
+        grad = (b * self.mean_t(alpha) - self.mean_t(alpha * mb)
+                + 2.0 * (a * self.mean_t(beta) - self.mean_t(beta * ma)))
+        return float((wn * c).sum()), grad

@@ -75,7 +75,7 @@ class ShapeModel:
     @property
     def basis(self) -> np.ndarray:
         """(3V, K): column k is ``std_k * modes_k`` flattened (mm per unit coefficient)."""
-        return (self.modes * self.std[:, None, None]).reshape(self.n_modes, -1).T
+        return (self.modes * self.std[:, None, None]).reshape(self.n_modes, self.mean.size).T
 
     def _coeffs(self, coeffs) -> np.ndarray:
         c = np.zeros(self.n_modes) if coeffs is None else np.asarray(coeffs, np.float64).reshape(-1)
