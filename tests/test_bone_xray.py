@@ -30,7 +30,7 @@ def test_a_target_that_is_a_mix_of_shell_and_core_plus_an_offset_is_matched_exac
     r = _blobs(rng)
     core = np.maximum(r[:, 1], 0)
     target = 3.0 * (r[:, 0] - core) + 0.4 * core + 11.0  # the band-pass removes the offset exactly
-    loss = BoneXrayNCC(sigma_px=6.0)
+    loss = BoneXrayNCC(sigma_px=6.0, window_px=None)  # the global NCC: exactly 1 at a match
     val, _ = loss(r, target)
     assert val == pytest.approx(0.0, abs=1e-10)
     assert np.allclose(loss.coefficients / loss.coefficients[:, :1], [1.0, 0.4 / 3.0])
@@ -43,7 +43,7 @@ def test_coefficients_stay_non_negative():
     rng = np.random.default_rng(1)
     r = _blobs(rng)
     core = np.maximum(r[:, 1], 0)
-    loss = BoneXrayNCC(sigma_px=6.0)
+    loss = BoneXrayNCC(sigma_px=6.0, window_px=None)
     loss(r, 2.0 * (r[:, 0] - core) - 1.5 * core)  # a negative core weight is not physical: clipped to 0
     assert np.all(loss.coefficients >= 0) and np.all(loss.coefficients[:, 1] == 0)
 
@@ -54,7 +54,7 @@ def test_loss_gradient(roi):
     r = _blobs(rng)
     core = np.maximum(r[:, 1], 0)
     target = 2.0 * (r[:, 0] - core) + 0.5 * core + rng.normal(0, 2.0, core.shape)
-    loss = BoneXrayNCC(sigma_px=5.0, roi_margin_px=4.0)
+    loss = BoneXrayNCC(sigma_px=5.0, roi_margin_px=4.0, window_px=None)
     if roi:
         loss.set_roi(np.maximum(r - 8.0, 0))  # a region smaller than the image
         assert 0 < loss.roi.mean() < 0.9
@@ -88,7 +88,7 @@ def test_local_loss_tolerates_a_gain_that_varies_across_the_image():
     bone = 2.0 * (r[:, 0] - core) + 0.5 * core
     gain = np.linspace(0.2, 3.0, 64)[None, None, :] * np.ones_like(bone)
     roi = BoneXrayNCC(roi_margin_px=3.0).set_roi(np.maximum(r - 2.0, 0))
-    local, whole = BoneXrayNCC(sigma_px=6.0, window_px=4.0), BoneXrayNCC(sigma_px=6.0)
+    local, whole = BoneXrayNCC(sigma_px=6.0, window_px=4.0), BoneXrayNCC(sigma_px=6.0, window_px=None)
     local.roi = whole.roi = roi
     assert whole(r, bone)[0] == pytest.approx(0.0, abs=1e-10)
     assert local(r, bone)[0] < 0.02  # flat windows (the variance floor) keep it above 0

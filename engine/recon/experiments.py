@@ -124,7 +124,7 @@ def xray_settings(detector_px: int, n_modes: int | None = 10, scale: bool = Fals
     bone's width off could settle on the wrong edges and drift away."""
     from .reconstruct import default_schedule
 
-    return {"loss": "xray", "prior_weight": 5e-2, "n_modes": n_modes, "search_mm": (16.0, 8.0),
+    return {"loss": "xray", "prior_weight": 1e-2, "n_modes": n_modes, "search_mm": (16.0, 8.0),
             "schedule": default_schedule(scale, free_iterations, detector_px, min_level_px=96, pose_first=True)}
 
 
