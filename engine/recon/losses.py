@@ -26,7 +26,10 @@ Which one to use:
   with soft tissue, scatter and noise, or real): band-pass NCC in a region around
   the model against the best mix of a cortical-shell and a core image rendered from
   the model (two surfaces); the uniform path length of the other losses looks
-  little like an X-ray of cortical bone.  The choice for tier-3-like targets.
+  little like an X-ray of cortical bone.  The NCC is local (Gaussian windows of
+  6 px, each with its own gain): scatter compresses the bone's contrast in the
+  line integral by a factor that varies across the image.  The choice for
+  tier-3-like targets.
 - ``"silhouette"`` (:class:`Silhouette`): where a bone mask of the target is
   given (a segmentation of the X-ray): 1 - soft Dice between the mask and the
   render's soft silhouette ``1 - exp(-L / tau)``.
