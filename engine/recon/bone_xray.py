@@ -215,7 +215,9 @@ class BoneXrayNCC(NCC):
 
     def _local(self, r, t, roi, high, high_t, high_targets):
         """The windowed variant (``window_px``): mean local NCC in the region, mix held since set_roi."""
-        window = _Window(t.shape[1:], self.window_px)
+        if getattr(self, "_window", None) is None or self._window.norm.shape != t.shape[1:]:
+            self._window = _Window(t.shape[1:], self.window_px)
+        window = self._window
         if self._held is None:  # choose the mix and the variance floors at this render, hold them
             mix, eps = np.zeros((len(t), 2)), np.zeros((len(t), 2))
             for i in range(len(t)):
