@@ -147,7 +147,8 @@ def tier3a(trials, views, size, rng, kw, max_offset=MAX_OFFSET, quanta=250.0, pi
         off = ex.random_offset(rng, *max_offset)
         init = ex.offset_pose(truth_pose, model.mean.mean(0), *off)
         t, _ = ex.run_trial("3a chest CT vertebra", views, name, targets, cams, model, truth, init,
-                            truth_pose=truth_pose, **{**ex.xray_settings(size, n_modes=None), **kw})
+                            truth_pose=truth_pose,
+                            **{**ex.xray_settings(size, n_modes=None, search_mm=None), **kw})
         t.init_deg, t.init_mm = ex.offset_size(off)
         out.append(t)
         print(json.dumps(t.row()), flush=True)

@@ -147,7 +147,7 @@ class BoneXrayNCC(NCC):
         self.window_px = None if window_px is None else float(window_px)
         self.roi = None
         self.coefficients = None  # (n, 2) shell and core weights of the last call
-        self._held = None  # local NCC: (mix, eps_render, eps_target) held from set_roi to set_roi
+        self._held = None  # local NCC: (mix (n, 2), variance floors (n, 2)) held from set_roi to set_roi
 
     def at_level(self, factor: int) -> "BoneXrayNCC":
         return BoneXrayNCC(self.sigma_px / factor, self.shell_mm, self.roi_margin_px / factor,
@@ -183,6 +183,7 @@ class BoneXrayNCC(NCC):
         if getattr(self, "_prepared", (None,))[0] != key:  # the targets' band-pass, once per level
             high, high_t = self._filters(t.shape[1:])
             self._prepared = (key, high, high_t, [high(x) for x in t])
+            self._held = None  # other targets: the local NCC's mix and floors are chosen again
         _, high, high_t, high_targets = self._prepared
         roi = np.ones_like(t) if self.roi is None else self.roi
         if roi.shape != t.shape:
