@@ -188,20 +188,29 @@ class BoneXrayNCC(NCC):
         roi = np.ones_like(t) if self.roi is None else self.roi
         if roi.shape != t.shape:
             raise ValueError(f"region of interest {roi.shape} does not match the targets {t.shape}: call set_roi")
-        if self.window_px is not None:
-            return self._local(r, t, roi, high, high_t, high_targets)
+        local = self.window_px is not None
+        if local:
+            if getattr(self, "_window", None) is None or self._window.norm.shape != t.shape[1:]:
+                self._window = _Window(t.shape[1:], self.window_px)
+            if self._held is None:  # choose the mix and the variance floors at this render, hold them
+                self._held = self._hold(r, roi, high, high_targets)
         val, grad = 0.0, np.zeros_like(r)
         self.coefficients = np.zeros((len(t), 2))
         for i in range(len(t)):
             core = np.maximum(r[i, 1], 0.0)
-            hs, hc, ht = high(r[i, 0] - core), high(core), high_targets[i]
-            c = self.coefficients[i] = self._mix(hs, hc, ht, roi[i])
-            v, g = self._ncc(c[0] * hs + c[1] * hc, ht, roi[i])
+            shell, ht = r[i, 0] - core, high_targets[i]
+            if local:  # the held mix; the windowed NCC
+                c = self._held[0][i]
+                v, g = self._window.ncc(high(c[0] * shell + c[1] * core), ht, roi[i], *self._held[1][i])
+            else:  # the best mix for this render (variable projection); one NCC
+                hs, hc = high(shell), high(core)
+                c = self._mix(hs, hc, ht, roi[i])
+                v, g = self._ncc(c[0] * hs + c[1] * hc, ht, roi[i])
+            self.coefficients[i] = c
             val += v
             hg = high_t(g)  # linear: H^T (c g) = c H^T g
-            gs, gc = c[0] * hg, c[1] * hg
-            grad[i, 0] = gs
-            grad[i, 1] = (gc - gs) * (r[i, 1] > 0)
+            grad[i, 0] = c[0] * hg
+            grad[i, 1] = (c[1] - c[0]) * hg * (r[i, 1] > 0)
         n = len(t)
         return 1.0 - val / n, -grad / n
 
@@ -214,34 +223,18 @@ class BoneXrayNCC(NCC):
         gram = np.einsum("ixy,jxy,xy->ij", a, a, wn)
         return _nonnegative_mix(gram, np.einsum("ixy,xy,xy->i", a, b, wn))
 
-    def _local(self, r, t, roi, high, high_t, high_targets):
-        """The windowed variant (``window_px``): mean local NCC in the region, mix held since set_roi."""
-        if getattr(self, "_window", None) is None or self._window.norm.shape != t.shape[1:]:
-            self._window = _Window(t.shape[1:], self.window_px)
-        window = self._window
-        if self._held is None:  # choose the mix and the variance floors at this render, hold them
-            mix, eps = np.zeros((len(t), 2)), np.zeros((len(t), 2))
-            for i in range(len(t)):
-                core = np.maximum(r[i, 1], 0.0)
-                hs, hc = high(r[i, 0] - core), high(core)
-                mix[i] = self._mix(hs, hc, high_targets[i], roi[i])
-                wn = roi[i] / roi[i].sum()
-                for k, x in enumerate((mix[i, 0] * hs + mix[i, 1] * hc, high_targets[i])):
-                    eps[i, k] = LOCAL_EPS * float((wn * window.variance(x)).sum()) + _EPS
-            self._held = (mix, eps)
-        mix, eps = self._held
-        self.coefficients = mix.copy()
-        val, grad = 0.0, np.zeros_like(r)
-        for i in range(len(t)):
+    def _hold(self, r, roi, high, high_targets) -> tuple:
+        """The local NCC's (mix (n, 2), variance floors (n, 2)) at this render: the global fit's mix, floors
+        of :data:`LOCAL_EPS` times the region's mean local variance of the mixed render and of the target."""
+        mix, eps = np.zeros((len(r), 2)), np.zeros((len(r), 2))
+        for i in range(len(r)):
             core = np.maximum(r[i, 1], 0.0)
-            c = mix[i]
-            v, g = window.ncc(high(c[0] * (r[i, 0] - core) + c[1] * core), high_targets[i], roi[i], *eps[i])
-            val += v
-            hg = high_t(g)
-            grad[i, 0] = c[0] * hg
-            grad[i, 1] = (c[1] - c[0]) * hg * (r[i, 1] > 0)
-        n = len(t)
-        return 1.0 - val / n, -grad / n
+            hs, hc = high(r[i, 0] - core), high(core)
+            mix[i] = self._mix(hs, hc, high_targets[i], roi[i])
+            wn = roi[i] / roi[i].sum()
+            for k, x in enumerate((mix[i, 0] * hs + mix[i, 1] * hc, high_targets[i])):
+                eps[i, k] = LOCAL_EPS * float((wn * self._window.variance(x)).sum()) + _EPS
+        return mix, eps
 
 
 LOCAL_EPS = 1e-2  # variance floor of the local NCC, relative to the region's mean local variance
