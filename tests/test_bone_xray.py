@@ -9,7 +9,7 @@ from engine.mesh.pose import rotation_from_vector
 from engine.recon import Objective
 from engine.recon.bone_xray import BoneXrayNCC, offset_surface, offset_surface_vjp
 from engine.ssm import load_pelvis_model
-from fd import fd_check
+from fd import fd_check, fd_check_params
 
 
 def _blobs(rng, n=2, rows=40, cols=44):
@@ -123,12 +123,7 @@ def test_objective_with_two_surfaces_gradient_end_to_end():
     val, grads = obj(p)
     assert val > 0
     rng = np.random.default_rng(4)
-    for group, h in (("shape", 1e-6), ("rotation", 1e-7), ("translation", 1e-6)):
-        def f(v, g=group):
-            q = p.copy()
-            setattr(q, g, v)
-            return obj(q)[0]
-        fd_check(f, grads[group], getattr(p, group), rng, n_dirs=2, h=h, rtol=1e-3)
+    fd_check_params(obj, p, grads, rng)
     assert obj(truth)[0] < val  # the truth fits better than the offset pose
 
 

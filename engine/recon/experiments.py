@@ -154,14 +154,23 @@ class Trial:
         return dict(self.__dict__)
 
 
-def run_trial(tier, views, case, targets, cams, model, truth: Mesh, init, *, truth_pose=None, **kw) -> tuple:
-    """Reconstruct and measure; returns (Trial, ReconResult)."""
+def run_trial(tier, views, case, targets, cams, model, truth: Mesh, init, *, truth_pose=None, part=None,
+              **kw) -> tuple:
+    """Reconstruct and measure; returns (Trial, ReconResult).  ``part``: for a segment model
+    (:mod:`engine.ssm.segment`), the part compared with the truth (the others are nuisance bones); the pose
+    errors are then those of that part's centre, in the segment's frame (the reference part's)."""
+    from ..ssm.segment import part_mesh
+
     t0 = time.perf_counter()
     res = reconstruct(targets, cams, model, init=init, **kw)
     elapsed = time.perf_counter() - t0
-    m = metrics.surface_metrics(res.mesh, truth, n=8000)
-    m0 = metrics.surface_metrics(res.initial_mesh, truth, n=4000)
-    c = model.mean.mean(0)
+    result, start, mean = res.mesh, res.initial_mesh, model.mean
+    if part is not None:
+        result, start, mean = (part_mesh(model, x, part) for x in (res.mesh, res.initial_mesh, model.mean))
+        mean = mean.vertices
+    m = metrics.surface_metrics(result, truth, n=8000)
+    m0 = metrics.surface_metrics(start, truth, n=4000)
+    c = mean.mean(0)
     init = init.get("pose") if isinstance(init, dict) else init  # reconstruct's {"pose", "coeffs"} form
     init = np.eye(4) if init is None else np.asarray(init, np.float64)
     trial = Trial(tier, views, case, rotation_angle_deg(init, truth_pose if truth_pose is not None else init),

@@ -168,6 +168,9 @@ class ShapeModel:
         """The same model on a Loop-subdivided mesh (``levels`` times), modes subdivided alike (exact: linear)."""
         from ..phantoms.llp26 import subdivide
 
+        if self.info.get("parts"):
+            raise ValueError("a segment model's parts would lose their vertex ranges: subdivide the one-bone "
+                             "model, then make the segment (engine.ssm.segment.segment_model)")
         mean, faces = subdivide(self.mean, self.faces, levels)
         modes = np.stack([subdivide(m, self.faces, levels)[0] for m in self.modes]) if self.n_modes else \
             np.zeros((0, *mean.shape))

@@ -178,3 +178,29 @@ def vertebra_population(labels_path=None, names=VERTEBRAE, *, template: str | No
     for side in (order[:i][::-1], order[i + 1:]):  # toward the head, then toward the feet
         shapes.update(zip(side, correspond(tpl, [meshes[n] for n in side], scale=scale, chain=chain)))
     return np.array(tpl.faces), [shapes[n] for n in order], order
+
+
+def vertebra_segment(model, shapes, names, name: str):
+    """A three-vertebra segment model (:func:`engine.ssm.segment.segment_model`): ``name`` and its two
+    neighbours, each an instance of ``model`` (a one-vertebra model), the neighbours placed by the mean
+    placement of one vertebra on the next and free within its spread (:func:`consecutive_placement`), both
+    measured on the consecutive pairs of ``shapes`` (in spine order, in correspondence with ``model``, world
+    mm) that do not involve ``name``: the vertebra's own placement among its neighbours is not used.
+
+    The neighbours put as much bone into the vertebra's region of an X-ray as the vertebra itself; rendered
+    with it, they are explained rather than mistaken for it.  Parts: ``[above, name, below]``; the segment's
+    frame is ``name``'s model frame.
+    """
+    from .procrustes import align
+    from .segment import consecutive_placement, segment_model
+
+    names = list(names)
+    if name not in names:
+        raise KeyError(f"{name!r} is not among the vertebrae {names}")
+    k = names.index(name)
+    if not 0 < k < len(names) - 1:
+        raise ValueError(f"{name} needs a neighbour on either side among {names}")
+    poses = [align(model.mean, s).matrix for s in shapes]
+    step, rotation_sd, translation_sd = consecutive_placement([poses[:k], poses[k + 1:]])
+    return segment_model(model, [np.linalg.inv(step), np.eye(4), step], reference=1, rotation_sd=rotation_sd,
+                         translation_sd=translation_sd, names=[names[k - 1], name, names[k + 1]])

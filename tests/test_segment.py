@@ -1,0 +1,159 @@
+"""Segment models (several bones as one shape model): parts, shape and placement modes, the placement statistics,
+and the reconstruction's gradient through a segment (central finite differences, float64)."""
+import numpy as np
+import pytest
+
+import engine
+from engine.mesh.pose import rotation_from_vector
+from engine.recon import Objective
+from engine.ssm import load_pelvis_model
+from engine.ssm.segment import consecutive_placement, part_mesh, segment_model
+from fd import fd_check_params
+
+
+def _rigid(rotvec_deg, t):
+    m = np.eye(4)
+    m[:3, :3] = rotation_from_vector(np.deg2rad(rotvec_deg))
+    m[:3, 3] = t
+    return m
+
+
+@pytest.fixture(scope="module")
+def two_bones():
+    """The coarse pelvis model (3 modes) twice: part 1 is the reference, part 0 placed 12 degrees and 60 mm off."""
+    model = load_pelvis_model().truncated(3)
+    place = _rigid([4.0, -10.0, 5.0], [10.0, -60.0, 5.0])
+    seg = segment_model(model, [place, np.eye(4)], reference=1, rotation_sd=np.deg2rad(3.0), translation_sd=2.0,
+                        names=["lower", "upper"])
+    return model, place, seg
+
+
+def test_segment_parts_and_shape_modes(two_bones):
+    model, place, seg = two_bones
+    nv = model.n_vertices
+    assert seg.n_vertices == 2 * nv and len(seg.faces) == 2 * len(model.faces)
+    assert seg.n_modes == 2 * 3 + 6
+    lower = part_mesh(seg, seg.mean, "lower")
+    assert np.allclose(lower.vertices, model.mean @ place[:3, :3].T + place[:3, 3])
+    assert np.array_equal(lower.faces, model.faces)
+    assert np.allclose(part_mesh(seg, seg.mean, 1).vertices, model.mean)
+    c = np.array([0.7, -1.2, 0.4])
+    x = seg.instance(np.r_[c, 0, 0, 0])  # part 0's shape modes move part 0 alone, rotated by its placement
+    assert np.allclose(x[:nv], model.instance(c) @ place[:3, :3].T + place[:3, 3])
+    assert np.allclose(x[nv:], model.mean)
+    x = seg.instance(np.r_[0, 0, 0, c])
+    assert np.allclose(x[:nv], seg.mean[:nv]) and np.allclose(x[nv:], model.instance(c))
+    with pytest.raises(KeyError, match="lower, upper|'lower', 'upper'"):
+        part_mesh(seg, seg.mean, "middle")
+    with pytest.raises(ValueError, match="vertices"):
+        part_mesh(seg, model.mean, "lower")
+    with pytest.raises(ValueError, match="parts"):
+        part_mesh(model, model.mean, 0)
+
+
+def test_segment_placement_modes(two_bones):
+    """The translation modes move the part by std mm; the rotation modes are the rotation about the part's
+    centroid to first order (error of order angle^2 times the part's radius); the reference never moves."""
+    model, place, seg = two_bones
+    nv = model.n_vertices
+    part = seg.mean[:nv]
+    centre = part.mean(0)
+    radius = np.linalg.norm(part - centre, axis=1).max()
+    for a in range(3):
+        c = np.zeros(seg.n_modes)
+        c[6 + a] = 1.5
+        x = seg.instance(c)
+        assert np.allclose(x[:nv] - part, 1.5 * 2.0 * np.eye(3)[a]) and np.allclose(x[nv:], seg.mean[nv:])
+        c = np.zeros(seg.n_modes)
+        c[9 + a] = 1.0  # 3 degrees
+        angle = np.deg2rad(3.0)
+        exact = (part - centre) @ rotation_from_vector(angle * np.eye(3)[a]).T + centre
+        err = np.abs(seg.instance(c)[:nv] - exact).max()
+        assert err <= 0.6 * angle ** 2 * radius, (err, angle ** 2 * radius)
+        assert err > 0.1 * angle ** 2 * radius  # linearised, not exact: the check measures something
+
+
+def test_segment_model_errors(two_bones):
+    model, place, seg = two_bones
+    with pytest.raises(ValueError, match="identity"):
+        segment_model(model, [place, place], reference=1, rotation_sd=0.05, translation_sd=2.0)
+    with pytest.raises(ValueError, match="rigid"):
+        segment_model(model, [2 * np.eye(4), np.eye(4)], reference=1, rotation_sd=0.05, translation_sd=2.0)
+    with pytest.raises(ValueError, match="two or more parts"):
+        segment_model(model, [np.eye(4)], reference=0, rotation_sd=0.05, translation_sd=2.0)
+    with pytest.raises(ValueError, match="positive"):
+        segment_model(model, [place, np.eye(4)], reference=1, rotation_sd=0.0, translation_sd=2.0)
+    with pytest.raises(ValueError, match="subdivide"):
+        seg.subdivided(1)
+
+
+def test_consecutive_placement_recovers_mean_and_spread():
+    """A chain whose steps are a fixed transform times a random rotation of 2 degrees (sd per axis) and a
+    random translation of 1.5 mm (sd per axis): the mean step and both spreads come back (400 steps: the
+    spreads' sampling error is ~4 %, the mean's ~0.1 degree / 0.08 mm)."""
+    rng = np.random.default_rng(5)
+    step = _rigid([6.0, 1.0, -2.0], [0.5, -1.0, 28.0])
+    chain = [_rigid([20.0, 5.0, 3.0], [1.0, 2.0, 3.0])]
+    for _ in range(400):
+        noise = _rigid(rng.normal(0, 2.0, 3), rng.normal(0, 1.5, 3))
+        chain.append(chain[-1] @ step @ noise)
+    mean, rsd, tsd = consecutive_placement([chain[:150], chain[150:]])  # a gap: the pair (149, 150) is skipped
+    d = np.linalg.inv(step) @ mean
+    assert np.rad2deg(np.arccos(np.clip((np.trace(d[:3, :3]) - 1) / 2, -1, 1))) < 0.5
+    assert np.linalg.norm(d[:3, 3]) < 0.5  # the noise rotation also moves the translation a little
+    assert np.rad2deg(rsd) == pytest.approx(2.0, rel=0.15)
+    assert tsd == pytest.approx(1.5, rel=0.15)
+    exact, r0, t0 = consecutive_placement([chain[0], chain[0] @ step, chain[0] @ step @ step])
+    assert np.allclose(exact, step) and r0 < 1e-7 and t0 < 1e-9
+    with pytest.raises(ValueError, match="two consecutive pairs"):
+        consecutive_placement(chain[:2])
+
+
+def test_objective_gradient_through_segment(two_bones):
+    """d(X-ray loss + prior)/d(shape and placement coefficients, pose) of a two-part segment, end to end."""
+    model, place, seg = two_bones
+    cams = [engine.carm(primary=a, sid=700, sdd=1000, rows=40, cols=40, pixel_size=9.0) for a in (0, 90)]
+    probe = Objective(np.zeros((2, 40, 40)), cams, seg, loss="xray", precision=64, soft_sigma_px=0.0)
+    q = probe.shape_pose.initial(None, np.r_[0.8, -0.3, 0.2, -0.5, 0.4, 0.1, 1.0, -0.5, 0.5, 0.7, -0.4, 0.3])
+    r = probe.render(q)
+    target = 1.0 * (r[:, 0] - np.maximum(r[:, 1], 0)) + 0.3 * np.maximum(r[:, 1], 0)
+    obj = Objective(target, cams, seg, loss="xray", precision=64, soft_sigma_px=1.0, prior_weight=0.01)
+    p = obj.shape_pose.initial(_rigid([2.0, -3.0, 1.0], [2.0, -1.0, 3.0]))
+    obj.update_roi(p)
+    val, grads = obj(p)
+    assert val > 0 and np.abs(grads["shape"][6:]).max() > 0  # the placement modes feel the image
+    rng = np.random.default_rng(6)
+    fd_check_params(obj, p, grads, rng)
+
+
+def test_vertebra_segment_ignores_the_held_out_placement(two_bones):
+    """A chain of six model instances, each placed by a fixed step and a small random rotation: the segment
+    of the third has its neighbours above and below, placed by the mean step; it is built from the pairs
+    that do not involve the third, so moving the third (its shape or its place) changes nothing."""
+    from engine.ssm.vertebrae import vertebra_segment
+
+    model = two_bones[0]
+    rng = np.random.default_rng(7)
+    step = _rigid([5.0, 0.0, 0.0], [0.0, 0.0, 30.0])
+    poses, shapes = [np.eye(4)], []
+    for j in range(6):
+        if j:
+            poses.append(poses[-1] @ step @ _rigid(rng.normal(0, 1.0, 3), rng.normal(0, 0.5, 3)))
+        v = model.instance(rng.normal(0, 1, 3))
+        shapes.append(v @ poses[-1][:3, :3].T + poses[-1][:3, 3])
+    names = [f"V{j}" for j in range(6)]
+    seg = vertebra_segment(model, shapes, names, "V2")
+    assert [p[0] for p in seg.info["parts"]] == ["V1", "V2", "V3"]
+    below = part_mesh(seg, seg.mean, "V3").vertices
+    from engine.ssm import align
+    placed = align(model.mean, below).matrix  # the mean step, up to the chain's noise
+    d = np.linalg.inv(step) @ placed
+    assert np.rad2deg(np.arccos(np.clip((np.trace(d[:3, :3]) - 1) / 2, -1, 1))) < 3.0
+    moved = list(shapes)
+    moved[2] = shapes[2] @ rotation_from_vector([0.3, 0.1, 0.0]).T + 9.0
+    again = vertebra_segment(model, moved, names, "V2")
+    assert np.array_equal(again.mean, seg.mean) and np.array_equal(again.std, seg.std)
+    with pytest.raises(ValueError, match="neighbour on either side"):
+        vertebra_segment(model, shapes, names, "V0")
+    with pytest.raises(KeyError, match="V9"):
+        vertebra_segment(model, shapes, names, "V9")
