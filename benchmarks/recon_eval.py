@@ -9,7 +9,9 @@ per view set (AP, AP+LAT, +-30); every trial draws an
 initial pose up to 10 degrees and 20 mm off the truth (``--max-offset``; ``0 0`` starts at the truth, which
 separates a loss whose optimum is not the truth from a start outside the basin).  Tier 2 and 3b hold out a
 different LLP26 subject per trial (subject = trial index mod 26) and build the model
-from the other 25.  Prints per-trial rows and a summary table; writes JSON.
+from the other 25.  Tier 3a holds out a thoracic vertebra of the chest CT (T2..T11 in turn), builds a
+vertebra model from the other 12 and reconstructs the vertebra with its two neighbours (a three-vertebra
+segment model; ``--single-vertebra``: alone); only the held-out vertebra is measured.  Prints per-trial rows and a summary table; writes JSON.
 
     python benchmarks/recon_eval.py [--trials 10] [--tiers 1 2 3b] [--size 256] [--max-offset 10 20] [--out ...]
 """
@@ -117,11 +119,14 @@ def tier3b(trials, views, size, rng, kw, max_offset=MAX_OFFSET, quanta=1000.0):
     return out
 
 
-def tier3a(trials, views, size, rng, kw, max_offset=MAX_OFFSET, quanta=250.0, pixel_mm=0.8):
+def tier3a(trials, views, size, rng, kw, max_offset=MAX_OFFSET, quanta=250.0, pixel_mm=0.8, single=False):
     """A real CT: a vertebra of the chest CT (truth: its label's surface), X-rays of the whole CT (ribs,
-    neighbouring vertebrae, lungs, heart), a vertebra model built from the other 12 (T1..L1)."""
+    neighbouring vertebrae, lungs, heart), a vertebra model built from the other 12 (T1..L1).  The vertebra
+    is reconstructed with its two neighbours (a segment model, :func:`engine.ssm.vertebrae.vertebra_segment`:
+    three instances of that model, the neighbours' placements free within the spread measured on the other
+    vertebrae); only the middle one is compared with the truth.  ``single``: the vertebra alone."""
     from engine.ssm import build_model
-    from engine.ssm.vertebrae import chest_ct_dir, vertebra_meshes, vertebra_population
+    from engine.ssm.vertebrae import chest_ct_dir, vertebra_meshes, vertebra_population, vertebra_segment
     from engine.volume import Volume, load_ct
 
     ct_path = chest_ct_dir() / "ct.nii.gz"
@@ -134,6 +139,7 @@ def tier3a(trials, views, size, rng, kw, max_offset=MAX_OFFSET, quanta=250.0, pi
         _VERTEBRAE = (meshes, *vertebra_population(meshes=meshes), Volume.from_ct(load_ct(ct_path)))
     meshes, faces, shapes, names, vol = _VERTEBRAE
     inner = [n for n in names[1:-1]]  # both neighbours in the model population and in the image
+    tier = "3a chest CT vertebra" + (" (single-bone model)" if single else "")
     out = []
     for i in range(trials):
         name = inner[i % len(inner)]
@@ -146,8 +152,9 @@ def tier3a(trials, views, size, rng, kw, max_offset=MAX_OFFSET, quanta=250.0, pi
         targets = ex.xray_targets(vol, cams, quanta=quanta, seed=1000 * i, aec_field=0.25)  # AEC on the spine
         off = ex.random_offset(rng, *max_offset)
         init = ex.offset_pose(truth_pose, model.mean.mean(0), *off)
-        t, _ = ex.run_trial("3a chest CT vertebra", views, name, targets, cams, model, truth, init,
-                            truth_pose=truth_pose,
+        fit = model if single else vertebra_segment(model, shapes, names, name)
+        t, _ = ex.run_trial(tier, views, name, targets, cams, fit, truth, init, truth_pose=truth_pose,
+                            part=None if single else name,
                             **{**ex.xray_settings(size, n_modes=None, search_mm=None), **kw})
         t.init_deg, t.init_mm = ex.offset_size(off)
         out.append(t)
@@ -169,6 +176,8 @@ def main(argv=None):
     ap.add_argument("--max-offset", nargs=2, type=float, default=list(MAX_OFFSET), metavar=("DEG", "MM"),
                     help="largest initial rotation (degrees) and translation (mm) off the true pose; rows with "
                          "other values than the default 10 20 are labelled with them (0 0: start at the truth)")
+    ap.add_argument("--single-vertebra", action="store_true",
+                    help="tier 3a: reconstruct the vertebra alone, not with its two neighbours (a segment model)")
     ap.add_argument("--update", action="store_true",
                     help="keep the trials of other (tier, views) already in --out, replace those run now")
     args = ap.parse_args(argv)
@@ -178,7 +187,8 @@ def main(argv=None):
     for tier in args.tiers:
         for views in args.views:
             rng = np.random.default_rng([args.seed, len(views), ord(tier[0])])
-            for t in TIERS[tier](args.trials, views, args.size, rng, {}, max_offset):
+            extra = {"single": True} if tier == "3a" and args.single_vertebra else {}
+            for t in TIERS[tier](args.trials, views, args.size, rng, {}, max_offset, **extra):
                 if max_offset != MAX_OFFSET:
                     t.tier += f" (start <= {max_offset[0]:g} deg/{max_offset[1]:g} mm)"
                 trials.append(t)
