@@ -6,8 +6,9 @@ import pytest
 import engine
 from engine.mesh.pose import rotation_from_vector
 from engine.recon import Objective
-from engine.ssm import load_pelvis_model
+from engine.ssm import ShapeModel, align, load_pelvis_model
 from engine.ssm.segment import consecutive_placement, part_mesh, segment_model
+from engine.ssm.vertebrae import vertebra_segment
 from fd import fd_check_params
 
 
@@ -28,7 +29,7 @@ def two_bones():
     return model, place, seg
 
 
-def test_segment_parts_and_shape_modes(two_bones):
+def test_segment_parts_and_shape_modes(two_bones, tmp_path):
     model, place, seg = two_bones
     nv = model.n_vertices
     assert seg.n_vertices == 2 * nv and len(seg.faces) == 2 * len(model.faces)
@@ -43,6 +44,9 @@ def test_segment_parts_and_shape_modes(two_bones):
     assert np.allclose(x[nv:], model.mean)
     x = seg.instance(np.r_[0, 0, 0, c])
     assert np.allclose(x[:nv], seg.mean[:nv]) and np.allclose(x[nv:], model.instance(c))
+    back = ShapeModel.load(seg.save(tmp_path / "segment.npz"))  # the parts survive the .npz (info is JSON)
+    assert back.info["parts"] == seg.info["parts"]
+    assert np.allclose(part_mesh(back, back.mean, "lower").vertices, lower.vertices, atol=1e-3)  # float32 file
     with pytest.raises(KeyError, match="lower, upper|'lower', 'upper'"):
         part_mesh(seg, seg.mean, "middle")
     with pytest.raises(ValueError, match="vertices"):
@@ -130,8 +134,6 @@ def test_vertebra_segment_ignores_the_held_out_placement(two_bones):
     """A chain of six model instances, each placed by a fixed step and a small random rotation: the segment
     of the third has its neighbours above and below, placed by the mean step; it is built from the pairs
     that do not involve the third, so moving the third (its shape or its place) changes nothing."""
-    from engine.ssm.vertebrae import vertebra_segment
-
     model = two_bones[0]
     rng = np.random.default_rng(7)
     step = _rigid([5.0, 0.0, 0.0], [0.0, 0.0, 30.0])
@@ -145,7 +147,6 @@ def test_vertebra_segment_ignores_the_held_out_placement(two_bones):
     seg = vertebra_segment(model, shapes, names, "V2")
     assert [p[0] for p in seg.info["parts"]] == ["V1", "V2", "V3"]
     below = part_mesh(seg, seg.mean, "V3").vertices
-    from engine.ssm import align
     placed = align(model.mean, below).matrix  # the mean step, up to the chain's noise
     d = np.linalg.inv(step) @ placed
     assert np.rad2deg(np.arccos(np.clip((np.trace(d[:3, :3]) - 1) / 2, -1, 1))) < 3.0
