@@ -11,7 +11,8 @@ separates a loss whose optimum is not the truth from a start outside the basin).
 different LLP26 subject per trial (subject = trial index mod 26) and build the model
 from the other 25.  Tier 3a holds out a thoracic vertebra of the chest CT (T2..T11 in turn), builds a
 vertebra model from the other 12 and reconstructs the vertebra with its two neighbours (a three-vertebra
-segment model; ``--single-vertebra``: alone); only the held-out vertebra is measured.  Prints per-trial rows and a summary table; writes JSON.
+segment model; ``--single-vertebra``: alone); only the held-out vertebra is measured.  Prints per-trial rows
+and a summary table; writes JSON.
 
     python benchmarks/recon_eval.py [--trials 10] [--tiers 1 2 3b] [--size 256] [--max-offset 10 20] [--out ...]
 """

@@ -90,7 +90,9 @@ def segment_model(model: ShapeModel, placements, *, reference: int, rotation_sd:
 
     The parts are recorded in ``info["parts"]`` as ``[name, first vertex, end vertex, first face, end face]``.
     Modes: the shape modes of part 0, of part 1, ...; then the placement modes (3 translations, 3 rotations)
-    of each non-reference part.
+    of each non-reference part.  A rotation mode is ``e_a x (v - c_j)`` in mm per radian with its standard
+    deviation in radians (their product is mm, as for every mode); the modes are not orthonormal, so
+    :meth:`ShapeModel.project` solves least squares, as for a subdivided model.
     """
     p = [np.asarray(t, np.float64) for t in placements]
     n = len(p)
