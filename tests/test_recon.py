@@ -6,6 +6,7 @@ import pytest
 import engine
 from engine.mesh.pose import rotation_from_vector
 from engine.recon import BandpassNCC, GradientNCC, MSE, NCC, Objective, ShapePose, Silhouette, line_integral, reconstruct
+from engine.recon.experiments import rotation_angle_deg
 from engine.ssm import load_pelvis_model
 from fd import fd_check, fd_check_params
 
@@ -103,7 +104,7 @@ def test_self_consistency_small(small_problem):
     init[:3, 3] = truth_pose[:3, 3] + [12.0, -10.0, 12.0]  # ~20 mm
     res = reconstruct(target, cams, model, init=init, n_modes=10)
     d = res.world_from_model @ np.linalg.inv(truth_pose)
-    angle = np.rad2deg(np.arccos(np.clip((np.trace(d[:3, :3]) - 1) / 2, -1, 1)))
+    angle = rotation_angle_deg(res.world_from_model, truth_pose)
     m = metrics.surface_metrics(res.mesh, truth, n=4000)
     assert angle < 1.0 and np.linalg.norm(d[:3, 3]) < 1.0, (angle, d[:3, 3])
     assert m["assd"] < 0.5, m

@@ -6,6 +6,7 @@ import pytest
 import engine
 from engine.mesh.pose import rotation_from_vector
 from engine.recon import Objective
+from engine.recon.experiments import rotation_angle_deg
 from engine.ssm import ShapeModel, align, load_pelvis_model
 from engine.ssm.segment import consecutive_placement, part_mesh, segment_model
 from engine.ssm.vertebrae import vertebra_segment
@@ -103,7 +104,7 @@ def test_consecutive_placement_recovers_mean_and_spread():
         chain.append(chain[-1] @ step @ noise)
     mean, rsd, tsd = consecutive_placement([chain[:150], chain[150:]])  # a gap: the pair (149, 150) is skipped
     d = np.linalg.inv(step) @ mean
-    assert np.rad2deg(np.arccos(np.clip((np.trace(d[:3, :3]) - 1) / 2, -1, 1))) < 0.5
+    assert rotation_angle_deg(mean, step) < 0.5
     assert np.linalg.norm(d[:3, 3]) < 0.5  # the noise rotation also moves the translation a little
     assert np.rad2deg(rsd) == pytest.approx(2.0, rel=0.15)
     assert tsd == pytest.approx(1.5, rel=0.15)
@@ -148,8 +149,7 @@ def test_vertebra_segment_ignores_the_held_out_placement(two_bones):
     assert [p[0] for p in seg.info["parts"]] == ["V1", "V2", "V3"]
     below = part_mesh(seg, seg.mean, "V3").vertices
     placed = align(model.mean, below).matrix  # the mean step, up to the chain's noise
-    d = np.linalg.inv(step) @ placed
-    assert np.rad2deg(np.arccos(np.clip((np.trace(d[:3, :3]) - 1) / 2, -1, 1))) < 3.0
+    assert rotation_angle_deg(placed, step) < 3.0
     moved = list(shapes)
     moved[2] = shapes[2] @ rotation_from_vector([0.3, 0.1, 0.0]).T + 9.0
     again = vertebra_segment(model, moved, names, "V2")

@@ -23,6 +23,14 @@ def rotation_from_vector(rotvec) -> np.ndarray:
     return np.eye(3) + np.sin(a) * kx + (1 - np.cos(a)) * kx @ kx
 
 
+def vector_from_rotation(rot) -> np.ndarray:
+    """Rotation vector (radians) of a (3, 3) rotation matrix: the inverse of :func:`rotation_from_vector`,
+    stable near 0 and pi."""
+    from scipy.spatial.transform import Rotation
+
+    return Rotation.from_matrix(rot).as_rotvec()
+
+
 def perturb(world_from_mesh, delta, tau, center=(0.0, 0.0, 0.0)) -> np.ndarray:
     """The pose after the world-frame update (delta rad, tau mm) about ``center`` (see module doc)."""
     c = np.asarray(center, np.float64)

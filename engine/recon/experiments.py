@@ -166,8 +166,8 @@ def run_trial(tier, views, case, targets, cams, model, truth: Mesh, init, *, tru
     elapsed = time.perf_counter() - t0
     result, start, mean = res.mesh, res.initial_mesh, model.mean
     if part is not None:
-        result, start, mean = (part_mesh(model, x, part) for x in (res.mesh, res.initial_mesh, model.mean))
-        mean = mean.vertices
+        result, start = (part_mesh(model, x, part) for x in (res.mesh, res.initial_mesh))
+        mean = part_mesh(model, model.mean, part).vertices
     m = metrics.surface_metrics(result, truth, n=8000)
     m0 = metrics.surface_metrics(start, truth, n=4000)
     c = mean.mean(0)

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..mesh.pose import rotation_from_vector, rotation_jacobian
+from ..mesh.pose import rotation_from_vector, rotation_jacobian, vector_from_rotation
 from ..ssm.model import ShapeModel
 
 GROUPS = ("shape", "rotation", "translation", "scale", "free")
@@ -63,7 +63,7 @@ class ShapePose:
         if coeffs is not None:
             cc = np.asarray(coeffs, np.float64).reshape(-1)
             c[:len(cc)] = cc
-        return Params(shape=c, rotation=_log_rotation(rot), translation=s * rot @ self.center + t[:3, 3],
+        return Params(shape=c, rotation=vector_from_rotation(rot), translation=s * rot @ self.center + t[:3, 3],
                       scale=np.array([np.log(s)]), free=np.zeros_like(self.model.mean))
 
     def local(self, p: Params) -> np.ndarray:
@@ -97,10 +97,3 @@ class ShapePose:
                       translation=g.sum(axis=0),
                       scale=np.array([float(np.sum(g * (q @ rot.T))) * s]),
                       free=w)
-
-
-def _log_rotation(rot) -> np.ndarray:
-    """Rotation vector of a rotation matrix (inverse of Rodrigues), stable near 0 and pi."""
-    from scipy.spatial.transform import Rotation
-
-    return Rotation.from_matrix(rot).as_rotvec()

@@ -25,6 +25,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..mesh.mesh import Mesh
+from ..mesh.pose import vector_from_rotation
 from .model import ShapeModel
 
 
@@ -32,15 +33,6 @@ def mean_rotation(rotations) -> np.ndarray:
     """The chordal L2 mean of (n, 3, 3) rotations (SVD projection of their sum onto SO(3))."""
     u, _, vt = np.linalg.svd(np.sum(rotations, axis=0))
     return u @ np.diag([1.0, 1.0, np.sign(np.linalg.det(u @ vt)) or 1.0]) @ vt
-
-
-def _rotvec(r) -> np.ndarray:
-    """Rotation vector (rad) of a rotation matrix (angles below 180 degrees)."""
-    angle = float(np.arccos(np.clip((np.trace(r) - 1) / 2, -1, 1)))
-    if angle < 1e-12:
-        return np.zeros(3)
-    w = np.array([r[2, 1] - r[1, 2], r[0, 2] - r[2, 0], r[1, 0] - r[0, 1]])
-    return w * angle / (2 * np.sin(angle))
 
 
 def consecutive_placement(poses) -> tuple:
@@ -69,7 +61,7 @@ def consecutive_placement(poses) -> tuple:
     rot = mean_rotation(rel[:, :3, :3])
     out = np.eye(4)
     out[:3, :3], out[:3, 3] = rot, rel[:, :3, 3].mean(0)
-    dw = np.array([_rotvec(rot.T @ r) for r in rel[:, :3, :3]])
+    dw = np.array([vector_from_rotation(rot.T @ r) for r in rel[:, :3, :3]])
     dt = rel[:, :3, 3] - out[:3, 3]
     return out, float(np.sqrt((dw ** 2).sum(1).mean() / 3)), float(np.sqrt((dt ** 2).sum(1).mean() / 3))
 
@@ -118,19 +110,13 @@ def segment_model(model: ShapeModel, placements, *, reference: int, rotation_sd:
     for j, t in enumerate(p):
         modes[j * k:(j + 1) * k, j * nv:(j + 1) * nv] = model.modes @ t[:3, :3].T
         std[j * k:(j + 1) * k] = model.std
-    m = n * k
-    for j in range(n):
-        if j == reference:
-            continue
-        v = mean[j * nv:(j + 1) * nv]
-        c = v.mean(0)
-        for a in range(3):
-            e = np.eye(3)[a]
-            modes[m, j * nv:(j + 1) * nv] = e
-            modes[m + 3, j * nv:(j + 1) * nv] = np.cross(e, v - c)
-            std[m], std[m + 3] = translation_sd, rotation_sd
-            m += 1
-        m += 3
+    free = [j for j in range(n) if j != reference]
+    for i, j in enumerate(free):  # six placement modes per free part: translations x, y, z, then rotations
+        m, v = n * k + 6 * i, mean[j * nv:(j + 1) * nv]
+        for a, e in enumerate(np.eye(3)):
+            modes[m + a, j * nv:(j + 1) * nv] = e
+            modes[m + 3 + a, j * nv:(j + 1) * nv] = np.cross(e, v - v.mean(0))
+        std[m:m + 3], std[m + 3:m + 6] = translation_sd, rotation_sd
     parts = [[names[j], j * nv, (j + 1) * nv, j * nf, (j + 1) * nf] for j in range(n)]
     info = {**model.info, "name": "segment of " + ", ".join(names), "parts": parts, "reference_part": reference,
             "placement_rotation_sd_deg": float(np.rad2deg(rotation_sd)), "placement_translation_sd_mm":
