@@ -8,7 +8,7 @@ from engine.mesh.pose import rotation_from_vector
 from engine.recon import Objective
 from engine.recon.experiments import rotation_angle_deg
 from engine.ssm import ShapeModel, align, load_pelvis_model
-from engine.ssm.segment import consecutive_placement, part_mesh, segment_model
+from engine.ssm.segment import consecutive_placement, part_mesh, placement_trend, segment_model
 from engine.ssm.vertebrae import vertebra_segment
 from fd import fd_check_params
 
@@ -112,6 +112,78 @@ def test_consecutive_placement_recovers_mean_and_spread():
     assert np.allclose(exact, step) and r0 < 1e-7 and t0 < 1e-9
     with pytest.raises(ValueError, match="two consecutive pairs"):
         consecutive_placement(chain[:2])
+
+
+def _growing_chain(n, rng=None, rot_sd_deg=0.0, t_sd=0.0):
+    """Poses of a chain whose step grows level by level: translation ``(0.5, -1, 20 + 0.8 j)`` mm, rotation
+    about z of ``3 + 0.5 j`` degrees after a fixed 8-degree tilt about z (all about one axis: the trend is then
+    exactly linear in the rotation vector); with noise, a random rotation and translation per step."""
+    chain = [_rigid([10.0, 5.0, 3.0], [1.0, 2.0, 3.0])]
+    for j in range(n - 1):
+        step = _rigid([0.0, 0.0, 8.0 + 3.0 + 0.5 * j], [0.5, -1.0, 20.0 + 0.8 * j])
+        if rng is not None:
+            step = step @ _rigid(rng.normal(0, rot_sd_deg, 3), rng.normal(0, t_sd, 3))
+        chain.append(chain[-1] @ step)
+    return chain
+
+
+def test_placement_trend_predicts_a_growing_step():
+    """Without noise a linear trend predicts the two steps of a left-out level exactly (the chain's mean step
+    misses them by millimetres); with noise the prediction's standard errors are the noise's spread and
+    grow where the trend is extrapolated; too few pairs is an error."""
+    chain = _growing_chain(12)
+    truth = [np.linalg.inv(chain[j]) @ chain[j + 1] for j in (1, 2)]  # level 2 left out, near the chain's end
+    gapped = chain[:2] + [None] + chain[3:]
+    pred, rsd, tsd = placement_trend(gapped, [1, 2])
+    for p, t in zip(pred, truth):
+        assert np.abs(p - t).max() < 1e-9
+    assert rsd.max() < 1e-9 and tsd.max() < 1e-9
+    mean, _, _ = consecutive_placement([chain[:2], chain[3:]])
+    assert min(np.linalg.norm(mean[:3, 3] - t[:3, 3]) for t in truth) > 2.0  # what the trend is for
+
+    rng = np.random.default_rng(8)
+    noisy = _growing_chain(300, rng, rot_sd_deg=2.0, t_sd=1.5)
+    pred, rsd, tsd = placement_trend(noisy[:150] + [None] + noisy[151:], [149, 150])
+    assert tsd[0] == pytest.approx(1.5, rel=0.15) and np.rad2deg(rsd[0]) == pytest.approx(2.0, rel=0.15)
+    _, rsd_short, tsd_short = placement_trend(noisy[:10], [4, 30])  # within 9 pairs and 21 levels beyond them
+    assert tsd_short[1] > 1.5 * tsd_short[0] and rsd_short[1] > 1.5 * rsd_short[0]
+    clean = _growing_chain(300)
+    for p, j, t_se in zip(pred[:2], (149, 150), tsd[:2]):
+        t = np.linalg.inv(clean[j]) @ clean[j + 1]
+        assert np.linalg.norm(p[:3, 3] - t[:3, 3]) < 4 * t_se  # the trend, not the noise of that step
+        assert rotation_angle_deg(p, t) < 1.5
+    with pytest.raises(ValueError, match="at least 3 consecutive pairs"):
+        placement_trend(chain[:3] + [None] + chain[4:5], [3])
+
+
+def test_segment_model_takes_a_spread_per_part(two_bones):
+    model = two_bones[0]
+    place = _rigid([0.0, 0.0, 5.0], [0.0, 0.0, 40.0])
+    seg = segment_model(model, [np.linalg.inv(place), np.eye(4), place], reference=1,
+                        rotation_sd=[0.01, 0.03], translation_sd=[1.0, 2.5])
+    k = 3 * model.n_modes
+    assert np.allclose(seg.std[k:k + 6], [1.0] * 3 + [0.01] * 3)
+    assert np.allclose(seg.std[k + 6:], [2.5] * 3 + [0.03] * 3)
+    with pytest.raises(ValueError, match="one per non-reference part"):
+        segment_model(model, [np.linalg.inv(place), np.eye(4), place], reference=1, rotation_sd=[0.01] * 3,
+                      translation_sd=1.0)
+
+
+def test_vertebra_segment_follows_the_trend(two_bones):
+    """Along a chain whose step grows, the trend places the held-out level's neighbours where they are; the
+    chain's mean step (``trend_degree=None``) misplaces them."""
+    model = two_bones[0]
+    chain = _growing_chain(8)  # V1 is held out: its neighbours' steps lie at the chain's upper end
+    shapes = [model.mean @ t[:3, :3].T + t[:3, 3] for t in chain]
+    names = [f"V{j}" for j in range(8)]
+    errors = []
+    for degree in (1, None):
+        seg = vertebra_segment(model, shapes, names, "V1", trend_degree=degree)
+        middle = part_mesh(seg, seg.mean, "V1").vertices
+        placed = [align(middle, part_mesh(seg, seg.mean, x).vertices).matrix for x in ("V0", "V2")]
+        truth = [np.linalg.inv(chain[1]) @ chain[j] for j in (0, 2)]
+        errors.append(max(np.linalg.norm(p[:3, 3] - t[:3, 3]) for p, t in zip(placed, truth)))
+    assert errors[0] < 1e-6 < 2.0 < errors[1]
 
 
 def test_objective_gradient_through_segment(two_bones):

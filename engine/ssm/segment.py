@@ -12,7 +12,8 @@ plus, for every part but the reference one, six modes of its placement relative 
 the reference: three translations (mm) along the model axes and three small
 rotations about the part's centroid (linearised: ``w x (v - c_j)``; the shape grows
 by ``sqrt(1 + w^2)``, 0.4 % at 5 degrees).  Their standard deviations are the
-spread of the placements in the population (:func:`consecutive_placement`), so the
+spread of the placements in the population (:func:`consecutive_placement`; along a
+chain whose steps change level by level, the prediction error of a trend, :func:`placement_trend`), so the
 reconstruction's prior ``c ~ N(0, I)`` covers shape and placement alike, and
 :func:`engine.recon.reconstruct` fits a segment like any other model; the result's
 parts are cut out with :func:`part_mesh`.
@@ -25,7 +26,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..mesh.mesh import Mesh
-from ..mesh.pose import vector_from_rotation
+from ..mesh.pose import rotation_from_vector, vector_from_rotation
 from .model import ShapeModel
 
 
@@ -66,7 +67,53 @@ def consecutive_placement(poses) -> tuple:
     return out, float(np.sqrt((dw ** 2).sum(1).mean() / 3)), float(np.sqrt((dt ** 2).sum(1).mean() / 3))
 
 
-def segment_model(model: ShapeModel, placements, *, reference: int, rotation_sd: float, translation_sd: float,
+def placement_trend(poses, at, *, degree: int = 1) -> tuple:
+    """Placements of a bone on the one before it, predicted at given pairs of a chain from a polynomial trend
+    in the level: along a spine the vertebrae grow taller and the curvature turns (kyphosis to lordosis) level
+    by level, so the pairs next to a level are better predictors of its placement than the chain's mean.
+
+    Parameters
+    ----------
+    poses : sequence of (4, 4) rigid ``world_from_model`` per level (index = level), ``None`` where a bone is
+        left out; the pairs are the consecutive levels ``(j, j + 1)`` that are both present
+    at : sequence of int, the pairs ``j`` to predict (the placement of bone ``j + 1`` on bone ``j``)
+    degree : int, degree of the polynomial in ``j`` (1: linear)
+
+    Returns
+    -------
+    placements : (len(at), 4, 4) ``previous_model_from_next_model``: the translation fitted as a polynomial,
+        the rotation as ``R0 exp(w(j))`` with ``R0`` the pairs' chordal mean rotation and ``w`` a polynomial
+        rotation vector
+    rotation_sd : (len(at),) radians; translation_sd : (len(at),) mm
+        Prediction standard errors per axis: the residual spread of the fit (root mean square over the three
+        axes, ``n - degree - 1`` degrees of freedom per axis) times ``sqrt(1 + h)``, ``h`` the leverage of the
+        predicted level (grows away from the pairs used: extrapolation to an end of the chain costs more)
+    """
+    present = [None if t is None else np.asarray(t, np.float64) for t in poses]
+    pairs = [j for j in range(len(present) - 1) if present[j] is not None and present[j + 1] is not None]
+    degree = int(degree)
+    if degree < 0 or len(pairs) < degree + 2:
+        raise ValueError(f"a trend of degree {degree} needs at least {degree + 2} consecutive pairs (one "
+                         f"degree of freedom for the spread), got {len(pairs)}")
+    rel = np.array([np.linalg.inv(present[j]) @ present[j + 1] for j in pairs])
+    r0 = mean_rotation(rel[:, :3, :3])
+    y = np.concatenate([rel[:, :3, 3], [vector_from_rotation(r0.T @ r) for r in rel[:, :3, :3]]], axis=1)
+    centre = float(np.mean(pairs))
+    design = np.vander(np.asarray(pairs, np.float64) - centre, degree + 1)
+    coef, *_ = np.linalg.lstsq(design, y, rcond=None)
+    res = y - design @ coef
+    dof = 3 * (len(pairs) - degree - 1)
+    s_t, s_r = np.sqrt((res[:, :3] ** 2).sum() / dof), np.sqrt((res[:, 3:] ** 2).sum() / dof)
+    a0 = np.vander(np.asarray(at, np.float64).reshape(-1) - centre, degree + 1)
+    lever = np.sqrt(1.0 + np.einsum("ij,jk,ik->i", a0, np.linalg.inv(design.T @ design), a0))
+    pred = a0 @ coef
+    out = np.tile(np.eye(4), (len(a0), 1, 1))
+    out[:, :3, 3] = pred[:, :3]
+    out[:, :3, :3] = [r0 @ rotation_from_vector(w) for w in pred[:, 3:]]
+    return out, s_r * lever, s_t * lever
+
+
+def segment_model(model: ShapeModel, placements, *, reference: int, rotation_sd, translation_sd,
                   names=None) -> ShapeModel:
     """One model of ``len(placements)`` parts, each an instance of ``model`` (module doc).
 
@@ -76,8 +123,10 @@ def segment_model(model: ShapeModel, placements, *, reference: int, rotation_sd:
     placements : list of (4, 4) rigid transforms, part frame -> segment frame; the reference part's is the
         identity
     reference : int, the part whose model frame is the segment's (its placement is not free)
-    rotation_sd : float, radians; translation_sd : float, mm
-        Standard deviations of the placement modes of the other parts (e.g. from :func:`consecutive_placement`).
+    rotation_sd : radians; translation_sd : mm
+        Standard deviations of the placement modes of the other parts: one for all (e.g. from
+        :func:`consecutive_placement`) or one per non-reference part, in part order (e.g. from
+        :func:`placement_trend`).
     names : list of str, optional, one per part
 
     The parts are recorded in ``info["parts"]`` as ``[name, first vertex, end vertex, first face, end face]``.
@@ -95,7 +144,12 @@ def segment_model(model: ShapeModel, placements, *, reference: int, rotation_sd:
     for t in p:
         if t.shape != (4, 4) or not np.allclose(t[:3, :3].T @ t[:3, :3], np.eye(3), atol=1e-6):
             raise ValueError("placements must be rigid 4x4 transforms")
-    if not (rotation_sd > 0 and translation_sd > 0):
+    try:
+        rsd, tsd = (np.broadcast_to(np.asarray(x, np.float64), (n - 1,)) for x in (rotation_sd, translation_sd))
+    except ValueError:
+        raise ValueError(f"placement standard deviations: one, or one per non-reference part ({n - 1}), got "
+                         f"{rotation_sd} rad, {translation_sd} mm") from None
+    if not (np.all(rsd > 0) and np.all(tsd > 0)):
         raise ValueError(f"placement standard deviations must be positive, got {rotation_sd} rad, "
                          f"{translation_sd} mm")
     names = [f"part {j}" for j in range(n)] if names is None else [str(x) for x in names]
@@ -116,11 +170,10 @@ def segment_model(model: ShapeModel, placements, *, reference: int, rotation_sd:
         for a, e in enumerate(np.eye(3)):
             modes[m + a, j * nv:(j + 1) * nv] = e
             modes[m + 3 + a, j * nv:(j + 1) * nv] = np.cross(e, v - v.mean(0))
-        std[m:m + 3], std[m + 3:m + 6] = translation_sd, rotation_sd
+        std[m:m + 3], std[m + 3:m + 6] = tsd[i], rsd[i]
     parts = [[names[j], j * nv, (j + 1) * nv, j * nf, (j + 1) * nf] for j in range(n)]
     info = {**model.info, "name": "segment of " + ", ".join(names), "parts": parts, "reference_part": reference,
-            "placement_rotation_sd_deg": float(np.rad2deg(rotation_sd)), "placement_translation_sd_mm":
-            float(translation_sd)}
+            "placement_rotation_sd_deg": np.rad2deg(rsd).tolist(), "placement_translation_sd_mm": tsd.tolist()}
     return ShapeModel(mean, faces, modes, std, info)
 
 
