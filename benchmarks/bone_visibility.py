@@ -89,7 +89,7 @@ def analyse(full, parts: dict, bone: str, margin_px: float = 8.0) -> dict:
 def vertebrae(size: int):
     import nibabel as nib
 
-    from engine.ssm.vertebrae import _label_ids, chest_ct_dir
+    from engine.ssm.vertebrae import label_ids, chest_ct_dir
     from engine.volume import load_ct
 
     folder = chest_ct_dir()
@@ -98,7 +98,7 @@ def vertebrae(size: int):
         return []
     ct = load_ct(folder / "ct.nii.gz")
     lab = np.asarray(nib.load(str(folder / "labels.nii.gz")).dataobj)
-    ids = _label_ids(folder / "labels.csv")
+    ids = label_ids(folder / "labels.csv")
     ribs = [i for n, i in ids.items() if n.startswith("rib_")]
     vessels = [ids[n] for n in VESSELS if n in ids]
     order = [f"T{i}" for i in range(1, 13)] + ["L1", "L2"]

@@ -120,12 +120,17 @@ def tier3b(trials, views, size, rng, kw, max_offset=MAX_OFFSET, quanta=1000.0):
     return out
 
 
-def tier3a(trials, views, size, rng, kw, max_offset=MAX_OFFSET, quanta=250.0, pixel_mm=0.8, single=False):
+def tier3a(trials, views, size, rng, kw, max_offset=MAX_OFFSET, quanta=250.0, pixel_mm=0.8, single=False,
+           scatter=True, ct_change=None, label=""):
     """A real CT: a vertebra of the chest CT (truth: its label's surface), X-rays of the whole CT (ribs,
     neighbouring vertebrae, lungs, heart), a vertebra model built from the other 12 (T1..L1).  The vertebra
     is reconstructed with its two neighbours (a segment model, :func:`engine.ssm.vertebrae.vertebra_segment`:
-    three instances of that model, the neighbours' placements free within the spread measured on the other
-    vertebrae); only the middle one is compared with the truth.  ``single``: the vertebra alone."""
+    three instances of that model, the neighbours placed by the trend along the spine of the other vertebrae's
+    placements and free within its prediction error); only the middle one is compared with the truth.  ``single``: the vertebra alone.
+
+    For experiments on the targets (``benchmarks/vertebra_limits.py``): ``quanta`` (None: no noise),
+    ``scatter``, and ``ct_change(hu, labels, label_ids) -> hu`` (the CT's HU and label volumes, the
+    labels' ids by name) changing the CT the X-rays are made of; ``label`` is appended to the rows' tier."""
     from engine.ssm import build_model
     from engine.ssm.vertebrae import chest_ct_dir, vertebra_meshes, vertebra_population, vertebra_segment
     from engine.volume import Volume, load_ct
@@ -139,8 +144,10 @@ def tier3a(trials, views, size, rng, kw, max_offset=MAX_OFFSET, quanta=250.0, pi
         meshes = vertebra_meshes()
         _VERTEBRAE = (meshes, *vertebra_population(meshes=meshes), Volume.from_ct(load_ct(ct_path)))
     meshes, faces, shapes, names, vol = _VERTEBRAE
+    if ct_change is not None:
+        vol = _changed_ct(ct_change)
     inner = [n for n in names[1:-1]]  # both neighbours in the model population and in the image
-    tier = "3a chest CT vertebra" + (" (single-bone model)" if single else "")
+    tier = "3a chest CT vertebra" + (" (single-bone model)" if single else "") + label
     out = []
     for i in range(trials):
         name = inner[i % len(inner)]
@@ -150,7 +157,8 @@ def tier3a(trials, views, size, rng, kw, max_offset=MAX_OFFSET, quanta=250.0, pi
         truth = meshes[name]
         truth_pose = ex.true_pose(model.mean, shapes[k])  # rigid: the mean onto the held-out vertebra
         cams = ex.cameras(views, size, pixel_mm=pixel_mm, isocenter=truth.vertices.mean(0))
-        targets = ex.xray_targets(vol, cams, quanta=quanta, seed=1000 * i, aec_field=0.25)  # AEC on the spine
+        targets = ex.xray_targets(vol, cams, quanta=quanta, seed=1000 * i, aec_field=0.25,  # AEC on the spine
+                                  scatter=scatter)
         off = ex.random_offset(rng, *max_offset)
         init = ex.offset_pose(truth_pose, model.mean.mean(0), *off)
         fit = model if single else vertebra_segment(model, shapes, names, name)
@@ -161,6 +169,18 @@ def tier3a(trials, views, size, rng, kw, max_offset=MAX_OFFSET, quanta=250.0, pi
         out.append(t)
         print(json.dumps(t.row()), flush=True)
     return out
+
+
+def _changed_ct(ct_change):
+    """The chest CT changed by ``ct_change(hu, labels, label_ids)`` (see :func:`tier3a`), as a Volume."""
+    import nibabel as nib
+    from engine.ssm.vertebrae import chest_ct_dir, label_ids
+    from engine.volume import CT, Volume, load_ct
+
+    ct = load_ct(chest_ct_dir() / "ct.nii.gz")
+    labels = np.asarray(nib.load(str(chest_ct_dir() / "labels.nii.gz")).dataobj)
+    hu = ct_change(np.array(ct.hu, np.float32), labels, label_ids(chest_ct_dir() / "labels.csv"))
+    return Volume.from_ct(CT(hu=np.asarray(hu, np.float32), world_from_index=ct.world_from_index))
 
 
 TIERS = {"1": tier1, "2": tier2, "3a": tier3a, "3b": tier3b}

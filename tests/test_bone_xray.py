@@ -241,5 +241,7 @@ def test_xray_targets_expose_for_the_aec_field():
         std[field] = float(np.std((noisy - clean)[centre]))
     assert 0.6 < std[0.25] * np.sqrt(quanta) < 1.6, std
     assert std[0.5] > 2.0 * std[0.25], std
+    ideal = ex.xray_targets(proj, [cam], quanta=None, seed=3, scatter=False)[0]  # no noise: the clean image
+    assert np.array_equal(ideal, clean)
     with pytest.raises(ValueError, match="aec_field"):
         ex.xray_targets(proj, [cam], aec_field=0.0)

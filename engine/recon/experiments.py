@@ -81,7 +81,7 @@ def rotation_angle_deg(a, b) -> float:
     return float(np.rad2deg(np.arccos(np.clip((np.trace(r) - 1) / 2, -1, 1))))
 
 
-def xray_targets(volume, cams, *, quanta: float = 1000.0, seed: int = 0, spectrum: str = "fluoro90",
+def xray_targets(volume, cams, *, quanta: float | None = 1000.0, seed: int = 0, spectrum: str = "fluoro90",
                  scatter: bool = True, aec_field: float = 0.5) -> np.ndarray:
     """Line-integral images ``-log(I / I0)`` (n, rows, cols) of a volume: polychromatic, scatter, Poisson noise.
 
@@ -95,6 +95,7 @@ def xray_targets(volume, cams, *, quanta: float = 1000.0, seed: int = 0, spectru
     With the fluoro90 spectrum (about 2.6e4 photons / mm^2 / uGy, spekpy) 1000 quanta
     in a 1.6 mm pixel is about 15 nGy at the detector: a low-dose fluoroscopy frame.
     Pixels without a single quantum are floored at half a quantum before the log (as ``simulate`` does).
+    ``quanta=None``: no noise (an ideal detector; for experiments that take the noise out).
     """
     import engine
     from ..volume import Volume, VolumeProjector
@@ -105,6 +106,9 @@ def xray_targets(volume, cams, *, quanta: float = 1000.0, seed: int = 0, spectru
     proj = VolumeProjector(volume) if isinstance(volume, Volume) else volume  # uploaded once for all calls
     out = []
     for k, cam in enumerate(cams):
+        if quanta is None:
+            out.append(engine.simulate(proj, cam, spectrum=spectrum, scatter=scatter, output="line_integral"))
+            continue
         clean = engine.simulate(proj, cam, spectrum=spectrum, scatter=scatter)
         r, c = clean.shape
         hr, hc = max(int(round(r * aec_field / 2)), 1), max(int(round(c * aec_field / 2)), 1)

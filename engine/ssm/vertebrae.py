@@ -33,7 +33,8 @@ def chest_ct_dir() -> Path:
     return Path(env) if env else Path(__file__).resolve().parents[3] / "shared" / "data" / "chest_ct"
 
 
-def _label_ids(csv: Path) -> dict:
+def label_ids(csv: Path) -> dict:
+    """{structure name: label value} from the chest CT's ``labels.csv`` (columns ..., name, id)."""
     ids = {}
     for line in csv.read_text().splitlines()[1:]:
         parts = line.split(",")
@@ -78,7 +79,7 @@ def vertebra_meshes(labels_path=None, names=VERTEBRAE, *, spacing: float = 2.0, 
     csv = path.parent / "labels.csv"
     if not csv.is_file():
         raise FileNotFoundError(f"label table not found: {csv} (labels.csv beside the label map)")
-    ids = _label_ids(csv)
+    ids = label_ids(csv)
     img = nib.load(str(path))
     labels = np.asarray(img.dataobj).astype(np.int32)
     boxes = ndimage.find_objects(labels)
