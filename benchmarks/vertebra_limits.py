@@ -18,8 +18,8 @@ Each row is the tier's success rate (HD95 < 8 mm) and distribution.  Needs the c
 """
 import argparse
 import json
-import platform
 import os
+import platform
 import sys
 import time
 from pathlib import Path
@@ -31,7 +31,9 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 import recon_eval  # noqa: E402
-from recon_eval import ROOT, SUCCESS, ex  # noqa: E402
+from recon_eval import ROOT, SUCCESS  # noqa: E402
+
+from engine.recon import experiments as ex  # noqa: E402
 
 SOFT_TISSUE_HU = 40.0
 BODY_HU = -500.0  # above: the body (air and lung below; the lungs are inside the filled outline)
@@ -39,7 +41,8 @@ BODY_HU = -500.0  # above: the body (air and lung below; the lungs are inside th
 
 def vertebrae_only(hu, labels, ids):
     """HU with every voxel inside the body's outline that is not a vertebra set to soft tissue.  The outline:
-    voxels above -500 HU, holes filled in each slice across the third index axis (axial in this CT)."""
+    voxels above -500 HU (the table too, where the CT has one), holes filled in each slice across the third
+    index axis (axial in this CT)."""
     body = hu > BODY_HU
     for z in range(body.shape[2]):
         body[:, :, z] = ndimage.binary_fill_holes(body[:, :, z])
@@ -81,7 +84,7 @@ def main(argv=None):
             rng = np.random.default_rng([args.seed, len(views), ord("3")])  # recon_eval's tier-3a starts
             trials += recon_eval.tier3a(args.trials, views, args.size, rng, {}, max_offset, label=f" [{row}]",
                                         **options)
-    rows = ex.summarise(trials, lambda t: SUCCESS["3a chest CT vertebra"](t))
+    rows = ex.summarise(trials, SUCCESS["3a chest CT vertebra"])
     print()
     print(ex.table(rows))
     machine = dict(platform=platform.platform(), cpu_count=os.cpu_count(), python=platform.python_version(),
