@@ -36,6 +36,12 @@ def mean_rotation(rotations) -> np.ndarray:
     return u @ np.diag([1.0, 1.0, np.sign(np.linalg.det(u @ vt)) or 1.0]) @ vt
 
 
+def _rotations_about_mean(rel) -> tuple:
+    """(chordal mean rotation ``R0`` of (n, 4, 4) rigid steps, (n, 3) rotation vectors of ``R0^T R_j``)."""
+    r0 = mean_rotation(rel[:, :3, :3])
+    return r0, np.array([vector_from_rotation(r0.T @ r) for r in rel[:, :3, :3]])
+
+
 def consecutive_placement(poses) -> tuple:
     """The mean placement of a bone relative to the one before it, and its spread.
 
@@ -59,10 +65,9 @@ def consecutive_placement(poses) -> tuple:
         raise ValueError(f"need at least two consecutive pairs to estimate a placement and its spread, got "
                          f"{len(rel)}")
     rel = np.array(rel)
-    rot = mean_rotation(rel[:, :3, :3])
+    rot, dw = _rotations_about_mean(rel)
     out = np.eye(4)
     out[:3, :3], out[:3, 3] = rot, rel[:, :3, 3].mean(0)
-    dw = np.array([vector_from_rotation(rot.T @ r) for r in rel[:, :3, :3]])
     dt = rel[:, :3, 3] - out[:3, 3]
     return out, float(np.sqrt((dw ** 2).sum(1).mean() / 3)), float(np.sqrt((dt ** 2).sum(1).mean() / 3))
 
@@ -96,8 +101,8 @@ def placement_trend(poses, at, *, degree: int = 1) -> tuple:
         raise ValueError(f"a trend of degree {degree} needs at least {degree + 2} consecutive pairs (one "
                          f"degree of freedom for the spread), got {len(pairs)}")
     rel = np.array([np.linalg.inv(present[j]) @ present[j + 1] for j in pairs])
-    r0 = mean_rotation(rel[:, :3, :3])
-    y = np.concatenate([rel[:, :3, 3], [vector_from_rotation(r0.T @ r) for r in rel[:, :3, :3]]], axis=1)
+    r0, w = _rotations_about_mean(rel)
+    y = np.concatenate([rel[:, :3, 3], w], axis=1)
     centre = float(np.mean(pairs))
     design = np.vander(np.asarray(pairs, np.float64) - centre, degree + 1)
     coef, *_ = np.linalg.lstsq(design, y, rcond=None)

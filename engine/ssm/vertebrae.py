@@ -207,13 +207,12 @@ def vertebra_segment(model, shapes, names, name: str, *, trend_degree: int | Non
     k = names.index(name)
     if not 0 < k < len(names) - 1:
         raise ValueError(f"{name} needs a neighbour on either side among {names}")
-    poses = [align(model.mean, s).matrix for s in shapes]
+    poses = [None if j == k else align(model.mean, s).matrix for j, s in enumerate(shapes)]  # name's unused
     if trend_degree is None:
         step, rotation_sd, translation_sd = consecutive_placement([poses[:k], poses[k + 1:]])
         above, below = np.linalg.inv(step), step
     else:
-        steps, rotation_sd, translation_sd = placement_trend(poses[:k] + [None] + poses[k + 1:], [k - 1, k],
-                                                             degree=trend_degree)
+        steps, rotation_sd, translation_sd = placement_trend(poses, [k - 1, k], degree=trend_degree)
         above, below = np.linalg.inv(steps[0]), steps[1]
     return segment_model(model, [above, np.eye(4), below], reference=1, rotation_sd=rotation_sd,
                          translation_sd=translation_sd, names=[names[k - 1], name, names[k + 1]])
