@@ -113,7 +113,7 @@ def _make_kernels(ti, real, n_mat):
                         sp -= 1
                         node = stack[sp]
             if ti.static(record):
-                hit_n[vi, r, c] = nh
+                hit_n[vi, r, c] = ti.cast(nh, ti.f32)
                 if nh > hit_tri.shape[3]:
                     overflow = 1
             for k in ti.static(range(n_mat)):
@@ -126,7 +126,7 @@ def _make_kernels(ti, real, n_mat):
                     hit_n: ti.template(), grad_out: ti.template(), loss: ti.template()):
         # loss = sum over recorded hits of grad_out[pixel, material] * sign * t * |d|; differentiated w.r.t. verts
         for vi, r, c in ti.ndrange(n_views, hit_tri.shape[1], hit_tri.shape[2]):
-            for k in range(ti.min(hit_n[vi, r, c], hit_tri.shape[3])):
+            for k in range(ti.min(ti.cast(hit_n[vi, r, c], ti.i32), hit_tri.shape[3])):
                 o, d = ray(views, vi, r, c)
                 f = hit_tri[vi, r, c, k]
                 i = faces[f]
@@ -249,7 +249,7 @@ class MeshProjector:
             out = group.field(self.real, (n, len(self.materials), rows, cols))
             grad = group.field(self.real, (n, len(self.materials), rows, cols))
             hit_tri = group.field(ti.i32, (n, rows, cols, self.max_hits))
-            hit_n = group.field(ti.i32, (n, rows, cols))
+            hit_n = group.field(ti.f32, (n, rows, cols))  # float32 counts: see engine.mesh.raster
             self._bufs = (shape, out, grad, hit_tri, hit_n, group.finalize())
         return self._bufs[1:5]
 

@@ -14,6 +14,16 @@ rays x log(triangles): far cheaper for meshes whose triangles cover few pixels e
 A triangle with a corner on or behind the source's plane (parallel to the detector)
 has no bounded projection; it is tested against every pixel (correct, slow; such
 a triangle is next to the source, where no anatomy is).
+
+Why the per-pixel hit counter ``hit_n`` is a float32 field: every Vulkan integer
+atomic that Taichi 1.7.4 emits is preceded by an ``OpMemoryBarrier``, and Mesa's
+lavapipe (22.3, the CPU Vulkan driver of Debian 12) mis-executes that barrier inside
+a loop whose trip count differs between the lanes of a SIMD group (here: the pixels
+of each triangle's box): lanes lose their remaining iterations and later stores,
+which dropped one hit of an entry/exit pair on up to a quarter of the pixels (path
+lengths of -290 mm for 20 mm).  Float atomics (``OpAtomicFAddEXT``) carry no barrier;
+counts are exact in float32 up to 2^24.  ``tests/test_backend_patterns.py`` keeps the
+patterns the kernels rely on checked on every backend.
 """
 
 
@@ -73,7 +83,8 @@ def make_raster_kernel(ti, real, n_mat):
                     if t > 0 and t <= 1:
                         ti.atomic_add(out[vi, face_mat[f], r, cc], facing * t * d.norm())
                         if ti.static(record):
-                            slot = ti.atomic_add(hit_n[vi, r, cc], 1)
+                            # the slot counter is a float32 field: see the module doc (Vulkan integer atomics)
+                            slot = ti.cast(ti.atomic_add(hit_n[vi, r, cc], 1.0), ti.i32)
                             if slot < hit_tri.shape[3]:
                                 hit_tri[vi, r, cc, slot] = f
                             else:
