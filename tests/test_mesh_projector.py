@@ -7,6 +7,8 @@ from engine.geometry import carm
 from engine.mesh import icosphere, make_mesh
 from engine.mesh.projector import MeshProjector
 
+pytestmark = pytest.mark.kernel  # a GPU kernel's test: CI runs it again with ENGINE_ARCH=vulkan
+
 
 def brute_force_lengths(vertices, faces, src, targets):
     """Sum over all triangles of sign(d.n) t |d| (Moller-Trumbore, float64), for rays src -> targets (P, 3)."""

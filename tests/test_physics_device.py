@@ -10,6 +10,8 @@ from engine.physics import device_rng
 from engine.physics.device_chain import DeviceChain
 from engine.volume import CT, Volume, VolumeProjector
 
+pytestmark = pytest.mark.kernel  # a GPU kernel's test: CI runs it again with ENGINE_ARCH=vulkan
+
 MATS = ["air", "soft_tissue", "bone"]
 
 

@@ -11,6 +11,8 @@ import engine
 from engine.geometry import carm, carm_rotation
 from engine.volume import Volume, VolumeProjector
 
+pytestmark = pytest.mark.kernel  # a GPU kernel's test: CI runs it again with ENGINE_ARCH=vulkan
+
 
 def _mm(proj, cam):
     """Line integral of material 0 in density x mm (g/cm^2 x 10)."""
@@ -246,3 +248,56 @@ def test_backend_reports_its_arch():
     engine.backend.init()
     b = engine.backend.current()
     assert b.arch in ("cpu", "cuda", "vulkan")
+
+
+# --------------------------------------------------------------- device buffer limits (bricks, pieces)
+@pytest.mark.parametrize("storage", ["f32", "f16"])
+def test_bricked_volume_and_pieced_images_equal_one_buffer_to_the_bit(storage):
+    """Under a small buffer limit (as Vulkan's 128 MiB is for a real CT) the volume is split along k into
+    bricks that share their boundary slice, and a batch is rendered in pieces of views and of rows; every
+    sample reads the same voxels as from one buffer, so the images are identical, not just close."""
+    rng = np.random.default_rng(5)
+    dens = np.zeros((2, 30, 26, 41), np.float32)
+    dens[0] = 0.0012
+    dens[1, 5:25, 4:22, 3:38] = rng.uniform(0.5, 1.5, (20, 18, 35))
+    vol = Volume(density=dens, materials=("air", "soft"), world_from_index=np.diag([1.0, 1.1, 0.7, 1]))
+    cams = [carm(primary=a, secondary=b, sid=80, sdd=160, isocenter=vol.center, rows=18, cols=22, pixel_size=2.5)
+            for a, b in ((0, 0), (40, 25), (90, -30), (-70, 80))]  # (-70, 80): rays nearly along k
+    whole = VolumeProjector(vol, storage=storage)
+    assert whole.n_bricks == 1 or engine.backend.current().arch == "vulkan"
+    elem = 2 if storage == "f16" else 4
+    slice_bytes = 26 * 30 * 2 * elem
+    small = VolumeProjector(vol, storage=storage, max_buffer_bytes=6 * slice_bytes)  # 5 slices per brick step
+    assert small.n_bricks == 8  # ceil((41 - 1) / 5)
+    ref = whole(cams)
+    assert (ref[:, 1] > 0.5 * ref[:, 1].max()).sum() > 100  # the test object is in view
+    np.testing.assert_array_equal(small(cams), ref)
+    # an output limit below one view: pieces of rows; below the batch: pieces of views
+    for limit in (2 * 22 * 4 * 5, 2 * 18 * 22 * 4 * 3):
+        pieced = VolumeProjector(vol, storage=storage, max_buffer_bytes=max(limit, 6 * slice_bytes))
+        pieced._limit = limit  # the volume stays bricked as above; only the output limit shrinks
+        np.testing.assert_array_equal(pieced(cams), ref)
+        with pytest.raises(ValueError, match="buffer"):
+            pieced.render_field(cams)
+
+
+def test_volume_too_large_for_the_buffer_limit_names_the_problem():
+    vol = sphere_volume(n=24, radius=8.0)  # one material, float32: 24 x 24 x 4 bytes per slice
+    with pytest.raises(ValueError, match="two slices .* exceed"):
+        VolumeProjector(vol, max_buffer_bytes=2 * 24 * 24 * 4 - 1)
+    with pytest.raises(ValueError, match="more than 16"):
+        VolumeProjector(vol, max_buffer_bytes=2 * 24 * 24 * 4)  # 1 slice per brick step: 23 bricks
+    assert VolumeProjector(vol, max_buffer_bytes=3 * 24 * 24 * 4).n_bricks == 12
+    with pytest.raises(ValueError, match="max_buffer_bytes"):
+        VolumeProjector(vol, max_buffer_bytes=0)
+
+
+def test_close_frees_and_later_renders_raise():
+    vol = sphere_volume(n=24, radius=8.0)
+    cam = carm(sid=100, sdd=200, rows=8, cols=8, pixel_size=2.0, isocenter=vol.center)
+    with VolumeProjector(vol) as proj:
+        proj(cam)
+        assert proj.device_bytes >= 24 ** 3 * 4
+    assert proj.closed and proj.device_bytes == 0
+    with pytest.raises(RuntimeError, match="closed"):
+        proj(cam)

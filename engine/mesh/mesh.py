@@ -22,6 +22,27 @@ VTK_SUFFIXES = (".vtk", ".vtp")  # legacy POLYDATA, XML PolyData: read and writt
 READABLE = (".stl", ".ply", ".obj", ".off") + VTK_SUFFIXES
 
 
+def _open3d():
+    """``import open3d``, naming the missing system library when its shared objects cannot be loaded.
+
+    open3d's wheel links ``libusb-1.0.so.0``, which minimal systems (containers, CI runners) lack; its own
+    ImportError/OSError then names only the file.
+    """
+    try:
+        import open3d as o3d
+    except ModuleNotFoundError as e:
+        if e.name == "open3d":
+            raise ModuleNotFoundError(f"open3d is not installed (pip install open3d): {e}", name=e.name) from e
+        raise
+    except (ImportError, OSError) as e:
+        if "libusb" in str(e):
+            raise ImportError("open3d needs the system library libusb-1.0 (Debian/Ubuntu: apt-get install "
+                              f"libusb-1.0-0); importing it failed with: {type(e).__name__}: {e}") from e
+        raise ImportError(f"open3d could not be loaded (a system library it needs may be missing): "
+                          f"{type(e).__name__}: {e}") from e
+    return o3d
+
+
 @dataclass(frozen=True, kw_only=True, eq=False)
 class Mesh:
     """A closed, outward-oriented triangle mesh (world mm).  Build with :func:`make_mesh` or :func:`load_mesh`."""
@@ -149,7 +170,7 @@ def load_mesh(path) -> Mesh:
         from .vtk import read_vtk
 
         return make_mesh(*read_vtk(p), merge=True, name=p.name)
-    import open3d as o3d
+    o3d = _open3d()
 
     m = o3d.io.read_triangle_mesh(str(p))
     if len(m.triangles) == 0:
@@ -166,7 +187,7 @@ def save_mesh(path, mesh: Mesh) -> Path:
         from .vtk import write_vtk_legacy, write_vtp
 
         return (write_vtp if p.suffix.lower() == ".vtp" else write_vtk_legacy)(p, mesh.vertices, mesh.faces)
-    import open3d as o3d
+    o3d = _open3d()
 
     m = o3d.geometry.TriangleMesh(o3d.utility.Vector3dVector(np.array(mesh.vertices)),
                                   o3d.utility.Vector3iVector(mesh.faces.astype(np.int32)))
@@ -224,7 +245,7 @@ def from_labels(labels, label, world_from_index, *, decimate_to: int | None = No
     a = np.asarray(world_from_index, np.float64)
     world = verts @ a[:3, :3].T + a[:3, 3]
     if decimate_to is not None and len(faces) > decimate_to:
-        import open3d as o3d
+        o3d = _open3d()
 
         m = o3d.geometry.TriangleMesh(o3d.utility.Vector3dVector(world), o3d.utility.Vector3iVector(faces))
         m = m.simplify_quadric_decimation(int(decimate_to))

@@ -12,11 +12,16 @@ Ray-triangle tests are watertight (:mod:`engine.mesh.ray_triangle`: Woop, Benthi
 or vertex is counted once: no cracks, no double counting.
 
 Gradients: hits are recorded in the forward pass; :meth:`MeshProjector.vjp`
-differentiates the path lengths over the recorded hits (Taichi autodiff of a
-plain kernel, exact for the hit set).  That is the intersection derivative.  The
-path length of a closed mesh is continuous across its own outline (it falls to 0
-there), so this is the true derivative almost everywhere, but its support is the
-set of rays that hit the mesh now: a pixel just outside the outline, where a
+differentiates the path lengths over the recorded hits with a hand-written adjoint
+(:func:`adjoint_kernel`): a hit of the ray ``o + t d`` on the triangle
+``(v0, v1, v2)`` with normal ``n = (v1 - v0) x (v2 - v0)`` has
+``t = n . (v0 - o) / (n . d)`` and ``dt/dv_k = b_k n / (n . d)``, ``b_k`` the
+barycentric coordinates of the hit point (moving corner k by ``e`` moves the plane
+at the hit point by ``b_k e``), so its length ``sign(n . d) t |d|`` has
+``d/dv_k = |d| b_k n / |n . d|``.  That is the intersection derivative, exact for the
+hit set.  The path length of a closed mesh is continuous across its own outline (it
+falls to 0 there), so this is the true derivative almost everywhere, but its support
+is the set of rays that hit the mesh now: a pixel just outside the outline, where a
 target image still has bone, sends no gradient, and an optimiser cannot grow the
 outline towards it.
 
@@ -30,35 +35,64 @@ trades detail for reach; lower sigma as the fit converges.
 Anti-aliasing (``supersample = s``): each pixel averages s x s sub-pixel rays, the
 VJP spreads its gradient over them; the image's steps as an outline or a thread
 ridge crosses a ray shrink s-fold (area sampling in the limit).
+
+Compilation and memory: the kernels are built once per process (module-level
+caches keyed by float type, and by the number of materials for the BVH traversal)
+and take flat ``ti.ndarray`` arguments, which Taichi compiles per element type only;
+fields passed as ``ti.template()`` would be compiled again for every projector (the
+template key is the field's address).  So a second projector of the same precision
+renders its first image with no compilation.  Device memory has one owner: the
+projector allocates its ndarrays (vertices, faces, detector buffers; its BVH its
+own) and frees them on :meth:`MeshProjector.close`, at the end of a ``with`` block,
+or when it is garbage collected.  Detector buffers are kept at the largest detector
+(views x rows x cols, after supersampling) seen so far and reused for smaller ones.
 """
+
+import functools
+import weakref
+
 import numpy as np
 
 from .. import backend
 from ..geometry import Camera, bin_image
-from ..field_group import FieldGroup
 from .bvh import build_bvh
-from .bvh_device import DeviceBVH
-from .raster import make_raster_kernel
-from .ray_triangle import make_ray_funcs
+from .bvh_device import DeviceArrays, DeviceBVH
 from .mesh import Mesh
+from .raster import raster_kernel
+from .ray_triangle import VIEW_STRIDE, ray_funcs
 
 STACK = 64
 
 
-def _make_kernels(ti, real, n_mat):
+def _arrays(ti, real):
+    return (ti.types.ndarray(dtype=real, ndim=1), ti.types.ndarray(dtype=ti.i32, ndim=1),
+            ti.types.ndarray(dtype=ti.f32, ndim=1))
+
+
+@functools.lru_cache(maxsize=None)
+def trace_kernel(bits: int, n_mat: int):
+    """BVH traversal for ``bits`` = 32 or 64 and ``n_mat`` materials, built once per process.
+
+    ``trace(face_mat, lo, hi, right, first, count, order, tri, views, n_views, rows, cols, max_hits, out,
+    hit_tri, hit_n, record) -> overflow``: the tree's flat arrays (:class:`~engine.mesh.bvh_device.DeviceBVH`),
+    the ray table and the detector buffers laid out as for :func:`engine.mesh.raster.raster_kernel` (``out``
+    and ``hit_n`` are written, not accumulated: no zeroing needed).  ``overflow`` is 1 when a ray had more
+    than ``max_hits`` hits to record or the traversal stack (``STACK`` nodes) overflowed.
+    """
+    ti = backend.ti_module()
+    real = ti.f64 if bits == 64 else ti.f32
     vec3 = ti.types.vector(3, real)
     vec_m = ti.types.vector(n_mat, real)
-
-    ray, shear, intersect, slab = make_ray_funcs(ti, real)
+    ray, shear, intersect, slab, vec_at = ray_funcs(bits)
+    arr_r, arr_i, arr_f = _arrays(ti, real)
 
     @ti.kernel
-    def trace(verts: ti.template(), face_mat: ti.template(), lo: ti.template(), hi: ti.template(),
-              right: ti.template(), first: ti.template(), count: ti.template(), order: ti.template(),
-              tri: ti.template(), views: ti.types.ndarray(dtype=vec3, ndim=2), n_views: ti.i32,
-              out: ti.template(), hit_tri: ti.template(), hit_n: ti.template(), record: ti.template()) -> ti.i32:
-        rows, cols = out.shape[2], out.shape[3]
+    def trace(face_mat: arr_i, lo: arr_r, hi: arr_r, right: arr_i, first: arr_i, count: arr_i, order: arr_i,
+              tri: arr_r, views: arr_r, n_views: ti.i32, rows: ti.i32, cols: ti.i32, max_hits: ti.i32,
+              out: arr_r, hit_tri: arr_i, hit_n: arr_f, record: ti.template()) -> ti.i32:
         overflow = 0
         for vi, r, c in ti.ndrange(n_views, rows, cols):
+            pix = (vi * rows + r) * cols + c
             o, d = ray(views, vi, r, c)
             dlen = d.norm()
             m = shear(d)
@@ -71,20 +105,20 @@ def _make_kernels(ti, real, n_mat):
             acc = vec_m(0.0)  # per-material length of this ray, written once
             node = 0
             neg = inv < 0
-            go = slab(lo[0], hi[0], o, inv, neg)
+            go = slab(vec_at(lo, 0), vec_at(hi, 0), o, inv, neg)
             while go:
                 if count[node] > 0:
                     for q in range(first[node], first[node] + count[node]):
-                        a = tri[q, 0] - o
-                        t, sgn = intersect(a, tri[q, 1] - o, tri[q, 2] - o, m)
+                        a = vec_at(tri, 3 * q) - o
+                        t, sgn = intersect(a, vec_at(tri, 3 * q + 1) - o, vec_at(tri, 3 * q + 2) - o, m)
                         if t > 0 and t <= 1:
                             f = order[q]
                             for k in ti.static(range(n_mat)):
                                 if face_mat[f] == k:
                                     acc[k] += sgn * t * dlen
                             if ti.static(record):
-                                if nh < hit_tri.shape[3]:
-                                    hit_tri[vi, r, c, nh] = f
+                                if nh < max_hits:
+                                    hit_tri[pix * max_hits + nh] = f
                             nh += 1
                     if sp == 0:
                         go = False
@@ -94,8 +128,8 @@ def _make_kernels(ti, real, n_mat):
                 else:
                     # test both children, descend into the left if hit, keep the right for later
                     left, rgt = node + 1, right[node]
-                    hit_l = slab(lo[left], hi[left], o, inv, neg)
-                    hit_r = slab(lo[rgt], hi[rgt], o, inv, neg)
+                    hit_l = slab(vec_at(lo, left), vec_at(hi, left), o, inv, neg)
+                    hit_r = slab(vec_at(lo, rgt), vec_at(hi, rgt), o, inv, neg)
                     if hit_l and hit_r:
                         if sp < STACK:
                             stack[sp] = rgt
@@ -113,31 +147,87 @@ def _make_kernels(ti, real, n_mat):
                         sp -= 1
                         node = stack[sp]
             if ti.static(record):
-                hit_n[vi, r, c] = ti.cast(nh, ti.f32)
-                if nh > hit_tri.shape[3]:
+                hit_n[pix] = ti.cast(nh, ti.f32)
+                if nh > max_hits:
                     overflow = 1
             for k in ti.static(range(n_mat)):
-                out[vi, k, r, c] = acc[k]
+                out[((vi * n_mat + k) * rows + r) * cols + c] = acc[k]
         return overflow
 
-    @ti.kernel
-    def hit_lengths(verts: ti.template(), faces: ti.template(), face_mat: ti.template(),
-                    views: ti.types.ndarray(dtype=vec3, ndim=2), n_views: ti.i32, hit_tri: ti.template(),
-                    hit_n: ti.template(), grad_out: ti.template(), loss: ti.template()):
-        # loss = sum over recorded hits of grad_out[pixel, material] * sign * t * |d|; differentiated w.r.t. verts
-        for vi, r, c in ti.ndrange(n_views, hit_tri.shape[1], hit_tri.shape[2]):
-            for k in range(ti.min(ti.cast(hit_n[vi, r, c], ti.i32), hit_tri.shape[3])):
-                o, d = ray(views, vi, r, c)
-                f = hit_tri[vi, r, c, k]
-                i = faces[f]
-                v0, v1, v2 = verts[i[0]], verts[i[1]], verts[i[2]]
-                n = (v1 - v0).cross(v2 - v0)
-                nd = n.dot(d)
-                t = n.dot(v0 - o) / nd
-                sgn = 1.0 if nd > 0 else -1.0
-                loss[None] += grad_out[vi, face_mat[f], r, c] * sgn * t * d.norm()
+    return trace
 
-    return trace, hit_lengths
+
+@functools.lru_cache(maxsize=None)
+def adjoint_kernel(bits: int):
+    """The vertex-gradient adjoint for ``bits`` = 32 or 64, built once per process.
+
+    ``vertex_grad(verts, faces, face_mat, views, n_views, rows, cols, n_mat, max_hits, hit_tri, hit_n,
+    grad_out, vgrad)`` adds, for every recorded hit of every pixel, ``grad_out[pixel, material of the face]``
+    times the derivative of the hit's signed length ``sign(n . d) t |d|`` with respect to the face's three
+    corners (module doc: ``|d| b_k n / |n . d|``, ``b_k = d . (c_{k+1} x c_{k+2}) / (n . d)`` with ``c_k`` the
+    corners relative to the source) into ``vgrad`` (flat (V * 3), zero on entry).  Layouts as in
+    :func:`engine.mesh.raster.raster_kernel`; ``grad_out`` as ``out``.
+
+    One thread per pixel loops over the pixel's hits and adds with float atomics, nine per hit (several
+    pixels hit the same face).  No integer atomics (see :mod:`engine.mesh.raster` on Vulkan/lavapipe);
+    float32 atomics are native there, float64 ones Taichi emulates with a compare-and-swap loop, which
+    ``tests/test_mesh_projector.py``'s float64 gradient checks exercise on Vulkan.
+    """
+    ti = backend.ti_module()
+    real = ti.f64 if bits == 64 else ti.f32
+    ray, _, _, _, vec_at = ray_funcs(bits)
+    arr_r, arr_i, arr_f = _arrays(ti, real)
+
+    @ti.kernel
+    def vertex_grad(verts: arr_r, faces: arr_i, face_mat: arr_i, views: arr_r, n_views: ti.i32, rows: ti.i32,
+                    cols: ti.i32, n_mat: ti.i32, max_hits: ti.i32, hit_tri: arr_i, hit_n: arr_f, grad_out: arr_r,
+                    vgrad: arr_r):
+        for vi, r, c in ti.ndrange(n_views, rows, cols):
+            pix = (vi * rows + r) * cols + c
+            nh = ti.min(ti.cast(hit_n[pix], ti.i32), max_hits)
+            if nh > 0:
+                o, d = ray(views, vi, r, c)
+                dlen = d.norm()
+                for h in range(nh):
+                    f = hit_tri[pix * max_hits + h]
+                    g = grad_out[((vi * n_mat + face_mat[f]) * rows + r) * cols + c]
+                    i0, i1, i2 = faces[3 * f], faces[3 * f + 1], faces[3 * f + 2]
+                    a = vec_at(verts, i0) - o
+                    b = vec_at(verts, i1) - o
+                    cc = vec_at(verts, i2) - o
+                    n = (b - a).cross(cc - a)
+                    nd = n.dot(d)
+                    if g != 0 and nd != 0:
+                        inv = 1.0 / nd
+                        w = g * dlen / ti.abs(nd)  # d(sign(nd) t |d|)/dv_k = |d| b_k n / |nd|
+                        b0 = d.dot(b.cross(cc)) * inv  # barycentric coordinates of the hit point
+                        b1 = d.dot(cc.cross(a)) * inv
+                        b2 = d.dot(a.cross(b)) * inv
+                        for j in ti.static(range(3)):
+                            ti.atomic_add(vgrad[3 * i0 + j], w * b0 * n[j])
+                            ti.atomic_add(vgrad[3 * i1 + j], w * b1 * n[j])
+                            ti.atomic_add(vgrad[3 * i2 + j], w * b2 * n[j])
+
+    return vertex_grad
+
+
+@functools.lru_cache(maxsize=None)
+def _util_kernels():
+    """``(zero, copy)``: ``zero(a, n)`` sets ``a[:n] = 0``; ``copy(dst, src, n)`` sets ``dst[:n] = src[:n]``
+    (flat ndarrays or NumPy arrays of any one element type; compiled per element type, once per process)."""
+    ti = backend.ti_module()
+
+    @ti.kernel
+    def zero(a: ti.types.ndarray(ndim=1), n: ti.i32):
+        for i in range(n):
+            a[i] = 0
+
+    @ti.kernel
+    def copy(dst: ti.types.ndarray(ndim=1), src: ti.types.ndarray(ndim=1), n: ti.i32):
+        for i in range(n):
+            dst[i] = src[i]
+
+    return zero, copy
 
 
 class MeshProjector:
@@ -145,13 +235,17 @@ class MeshProjector:
 
     Parameters
     ----------
-    meshes : sequence of Mesh (world mm), closed and outward oriented
-    materials : sequence of str, one per mesh (meshes may share a material)
+    meshes : Mesh or sequence of Mesh
+        Closed, outward-oriented meshes, vertices in the world frame (mm).
+    materials : str or sequence of str
+        One per mesh (meshes may share a material).
     max_hits : int
         Hits recorded per ray for the gradient (a ray through a mesh of genus g hits
         at least 2 triangles per wall it crosses).
     precision : 32 or 64
-        Float type of the vertex field and kernel arithmetic (64 for gradient checks).
+        Float type of the vertices and kernel arithmetic (64 for gradient checks).
+    leaf_size : int
+        Triangles per BVH leaf (``method="bvh"``).
     soft_sigma_px : float
         Soft edges: Gaussian width in pixels (0 = sharp); see the module doc.
     supersample : int
@@ -166,7 +260,11 @@ class MeshProjector:
         to the order of float additions); the rasteriser is faster unless triangles
         cover many pixels each (a few large triangles on a fine detector).
 
-    Build once (topology fixed), then :meth:`set_vertices` each step and call.
+    Notes
+    -----
+    Build once (topology fixed), then :meth:`set_vertices` each step and call.  The
+    projector owns its device memory: :meth:`close` (or leaving a ``with`` block, or
+    garbage collection) frees it, after which every call raises ``RuntimeError``.
     """
 
     def __init__(self, meshes, materials, *, max_hits: int = 32, precision: int = 32, leaf_size: int = 4,
@@ -183,9 +281,13 @@ class MeshProjector:
             raise ValueError(f"need one material per mesh, got {len(meshes)} meshes and {len(materials)} materials")
         if precision not in (32, 64):
             raise ValueError("precision must be 32 or 64")
+        if not soft_sigma_px >= 0:
+            raise ValueError(f"soft_sigma_px must be >= 0, got {soft_sigma_px}")
         ti = backend.ti_module()
         self._ti = ti
+        self.precision = int(precision)
         self.real = ti.f64 if precision == 64 else ti.f32
+        self._np_real = np.float64 if precision == 64 else np.float32
         self.materials = tuple(dict.fromkeys(materials))
         offsets = np.cumsum([0] + [len(m.vertices) for m in meshes])
         self.vertex_offsets = offsets
@@ -193,70 +295,120 @@ class MeshProjector:
         verts = np.concatenate([m.vertices for m in meshes])
         mats = np.concatenate([np.full(len(m.faces), self.materials.index(mat), np.int32)
                                for m, mat in zip(meshes, materials)])
-        self._verts = ti.Vector.field(3, self.real, shape=len(verts), needs_grad=True)
-        self._faces = ti.Vector.field(3, ti.i32, shape=len(self._faces_np))
-        self._face_mat = ti.field(ti.i32, shape=len(self._faces_np))
-        self._faces.from_numpy(self._faces_np)
-        self._face_mat.from_numpy(mats)
         self.leaf_size = int(leaf_size)
-        self._tree = None  # the BVH, built on first use by method="bvh" (the rasteriser needs none)
         self.max_hits = int(max_hits)
-        if not soft_sigma_px >= 0:
-            raise ValueError(f"soft_sigma_px must be >= 0, got {soft_sigma_px}")
         self.soft_sigma_px = float(soft_sigma_px)
-        self._trace, self._hit_lengths = _make_kernels(ti, self.real, len(self.materials))
-        self._raster = make_raster_kernel(ti, self.real, len(self.materials))
-        self._loss = ti.field(self.real, shape=(), needs_grad=True)
-        self._bufs = None
-        self._last = None
+        self._tree = None  # the BVH, built on first use by method="bvh" (the rasteriser needs none)
+        self._tree_stale = True
+        self._last = None  # (n_views, rows, cols) of the last recorded render (sub-pixel rows and cols)
+        self._closed = False
+        mem = self._mem = DeviceArrays("MeshProjector")
+        self._finalizer = weakref.finalize(self, mem.release)
+        nv, nf = len(verts), len(self._faces_np)
+        mem.new("verts", self.real, 3 * nv)
+        mem.new("faces", ti.i32, 3 * nf).from_numpy(self._faces_np.ravel())
+        mem.new("face_mat", ti.i32, nf).from_numpy(mats)
+        mem.new("vgrad", self.real, 3 * nv)
+        # the kernels: built (and compiled, on first launch) once per process, shared by every projector
+        bits = self.precision
+        self._raster = raster_kernel(bits)
+        self._trace = trace_kernel(bits, len(self.materials)) if method == "bvh" else None
+        self._adjoint = adjoint_kernel(bits)
+        self._zero, self._copy = _util_kernels()
         self.set_vertices(verts)
+
+    # ------------------------------------------------------------------ lifetime
+    @property
+    def closed(self) -> bool:
+        """True after :meth:`close`."""
+        return self._closed
+
+    def close(self) -> None:
+        """Free the projector's device memory (vertices, faces, detector buffers, BVH); idempotent.
+
+        Later calls of the projector, :meth:`vjp`, :meth:`set_vertices`, :attr:`vertices` and :attr:`tree`
+        raise ``RuntimeError``."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._tree is not None:
+            self._tree.close()
+            self._tree = None
+        self._last = None
+        self._finalizer()
+
+    def __enter__(self) -> "MeshProjector":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise RuntimeError("this MeshProjector is closed: its device memory was freed (make a new one)")
+
+    @property
+    def device_bytes(self) -> int:
+        """Device memory held now (bytes): vertices, faces, detector buffers and the BVH."""
+        tree = 0 if self._tree is None or self._tree.closed else self._tree._mem.nbytes
+        return self._mem.nbytes + tree
+
+    # ------------------------------------------------------------------ geometry
+    @property
+    def _verts(self):
+        """The flat (V * 3) vertex ndarray (mm), for device-side users such as :meth:`DeviceBVH.refit`."""
+        self._check_open()
+        return self._mem["verts"]
 
     @property
     def tree(self) -> DeviceBVH:
-        """The BVH on the device (built over the current vertices on first access)."""
+        """The BVH on the device (built over the current vertices on first access; refitted before a render
+        when the vertices moved)."""
+        self._check_open()
         if self._tree is None:
             bvh = build_bvh(self.vertices, self._faces_np, self.leaf_size)
-            self._tree = DeviceBVH(bvh, self._faces, self.real)
+            self._tree = DeviceBVH(bvh, self._mem["faces"], self.real)
             self._tree_stale = True
         return self._tree
 
     @property
     def vertices(self) -> np.ndarray:
-        """(V, 3) all meshes' vertices, stacked (mm)."""
-        return self._verts.to_numpy().astype(np.float64)
+        """(V, 3) all meshes' vertices, stacked (mm, world frame), float64."""
+        self._check_open()
+        return self._mem["verts"].to_numpy().reshape(-1, 3).astype(np.float64)
 
     def set_vertices(self, vertices) -> None:
-        """Move the vertices (same topology): uploads them and refits the BVH."""
+        """Move the vertices (same topology): uploads them; the BVH, if any, is refitted when next used.
+
+        Parameters
+        ----------
+        vertices : (V, 3) array_like
+            All meshes' vertices, stacked in the order given at construction (mm, world frame).
+        """
+        self._check_open()
         v = np.asarray(vertices, np.float64)
         if v.shape != (self.vertex_offsets[-1], 3):
             raise ValueError(f"vertices must be ({self.vertex_offsets[-1]}, 3), got {v.shape}")
         if not np.all(np.isfinite(v)):
             raise ValueError("vertices contain NaN or inf")
-        np_real = np.float64 if self.real == self._ti.f64 else np.float32
-        self._verts.from_numpy(v.astype(np_real))
-        eps = 1e-12 if self.real == self._ti.f64 else 1e-6
-        pad = eps * max(1.0, float(np.abs(v).max()))  # keep boxes closed under rounding
-        self._pad = pad
+        flat = np.ascontiguousarray(v, self._np_real).ravel()
+        self._copy(self._mem["verts"], flat, len(flat))
+        eps = 1e-12 if self.precision == 64 else 1e-6
+        self._pad = eps * max(1.0, float(np.abs(v).max()))  # keep boxes closed under rounding
         self._tree_stale = True  # refitted on the device when the BVH is next used
 
-    def _buffers(self, n, rows, cols):
-        shape = (n, rows, cols)
-        if self._bufs is None or self._bufs[0] != shape:
-            ti = self._ti
-            if self._bufs is not None:
-                self._bufs[-1].release()  # the previous detector's buffers (freed, not leaked)
-            group = FieldGroup(ti)
-            out = group.field(self.real, (n, len(self.materials), rows, cols))
-            grad = group.field(self.real, (n, len(self.materials), rows, cols))
-            hit_tri = group.field(ti.i32, (n, rows, cols, self.max_hits))
-            hit_n = group.field(ti.f32, (n, rows, cols))  # float32 counts: see engine.mesh.raster
-            self._bufs = (shape, out, grad, hit_tri, hit_n, group.finalize())
-        return self._bufs[1:5]
+    # ------------------------------------------------------------------ buffers
+    def _buffer(self, name: str, dtype, size: int):
+        """The detector buffer ``name`` with room for ``size`` elements: kept at the largest size asked so far
+        (alternating detector sizes reuse it; only a larger one reallocates)."""
+        if self._mem.size(name) < size:
+            self._mem.new(name, dtype, size)
+        return self._mem[name]
 
     @staticmethod
     def _views(cams) -> np.ndarray:
         # source, pixel (0, 0), column and row steps; then the detector plane's dual basis (for the rasteriser)
-        out = np.empty((len(cams), 6, 3), np.float64)
+        out = np.empty((len(cams), VIEW_STRIDE // 3, 3), np.float64)
         for i, cam in enumerate(cams):
             out[i, :4] = g = cam.pixel_grid()
             du, dv = g[2], g[3]
@@ -264,12 +416,31 @@ class MeshProjector:
             out[i, 4:] = np.linalg.solve(gram, np.stack([du, dv]))
         return out
 
-    def __call__(self, cameras, record: bool = True) -> np.ndarray:
-        """Path lengths, (M, rows, cols) mm for one Camera, (n, M, rows, cols) for a list (float32, or float64
-        with ``precision=64``).
+    def _read(self, arr, shape, dtype) -> np.ndarray:
+        """The first prod(shape) elements of a flat device array, as a NumPy array of ``shape``."""
+        host = np.empty(int(np.prod(shape)), dtype)
+        self._copy(host, arr, host.size)
+        return host.reshape(shape)
 
-        ``record=False`` skips recording the hits (faster; then :meth:`vjp` is unavailable until the next
-        recorded call): for rendering without gradients."""
+    # ------------------------------------------------------------------ forward and adjoint
+    def __call__(self, cameras, record: bool = True) -> np.ndarray:
+        """Path lengths through the meshes, per material.
+
+        Parameters
+        ----------
+        cameras : Camera or list of Camera
+            One camera, or several sharing the detector shape (rendered in one launch).
+        record : bool
+            Record the hits for :meth:`vjp`.  ``False`` is faster, and then :meth:`vjp` is unavailable until
+            the next recorded call: for rendering without gradients.
+
+        Returns
+        -------
+        np.ndarray
+            (M, rows, cols) mm for one Camera, (n, M, rows, cols) for a list (float32, or float64 with
+            ``precision=64``); M = ``len(self.materials)``.
+        """
+        self._check_open()
         single = isinstance(cameras, Camera)
         cams = [cameras] if single else list(cameras)
         if not cams or any(not isinstance(c, Camera) for c in cams):
@@ -280,29 +451,46 @@ class MeshProjector:
         ss = self.supersample
         if ss > 1:
             cams = [c.subdivided(ss) for c in cams]
-        out, _, hit_tri, hit_n = self._buffers(len(cams), rows * ss, cols * ss)
-        views = np.ascontiguousarray(self._views(cams), dtype=np.float64 if self.real == self._ti.f64 else np.float32)
+        n, rows, cols = len(cams), rows * ss, cols * ss
+        n_mat, k, npix = len(self.materials), self.max_hits, n * rows * cols
+        views_np = np.ascontiguousarray(self._views(cams), self._np_real).ravel()
+        views = self._buffer("views", self.real, views_np.size)
+        out = self._buffer("out", self.real, npix * n_mat)
+        hit_n = self._buffer("hit_n", self._ti.f32, npix)
+        # without recording the kernels never touch hit_tri: any buffer will do
+        hit_tri = self._buffer("hit_tri", self._ti.i32, npix * k if record else 1)
+        self._last = None
+        self._copy(views, views_np, views_np.size)
+        mem = self._mem
         if self.method == "raster":
-            out.fill(0)
-            hit_n.fill(0)
-            overflow = self._raster(self._verts, self._faces, self._face_mat, views, len(cams), out, hit_tri,
-                                    hit_n, bool(record))
+            self._zero(out, npix * n_mat)
+            self._zero(hit_n, npix)
+            overflow = self._raster(mem["verts"], mem["faces"], mem["face_mat"], views, n, rows, cols, n_mat, k,
+                                    out, hit_tri, hit_n, bool(record))
         else:
             tr = self.tree
             if self._tree_stale:
-                tr.refit(self._verts, self._pad)
+                tr.refit(mem["verts"], self._pad)
                 self._tree_stale = False
-            overflow = self._trace(self._verts, self._face_mat, tr.lo, tr.hi, tr.right, tr.first, tr.count,
-                                   tr.order, tr.tri, views, len(cams), out, hit_tri, hit_n, bool(record))
+            overflow = self._trace(mem["face_mat"], tr.lo, tr.hi, tr.right, tr.first, tr.count, tr.order, tr.tri,
+                                   views, n, rows, cols, k, out, hit_tri, hit_n, bool(record))
         if overflow:
             raise RuntimeError(f"a ray hit more than max_hits={self.max_hits} triangles or the BVH is deeper than "
                                f"{STACK}: build the MeshProjector with a larger max_hits")
-        self._last = (views, len(cams)) if record else None
-        img = out.to_numpy()  # float32, or float64 with precision=64
+        self._last = (n, rows, cols) if record else None
+        img = self._read(out, (n, n_mat, rows, cols), self._np_real)  # float32, or float64 with precision=64
         if ss > 1:
             img = bin_image(img, ss).astype(img.dtype)
         img = self._soften(img)
         return img[0] if single else img
+
+    def hit_counts(self) -> np.ndarray:
+        """Hits per ray of the last recorded render, (n, rows, cols) float32 (sub-pixel rays with supersampling;
+        for tests and inspection)."""
+        self._check_open()
+        if self._last is None:
+            raise RuntimeError("render (with record=True) before asking for hit counts")
+        return self._read(self._mem["hit_n"], self._last, np.float32)
 
     def _soften(self, img: np.ndarray) -> np.ndarray:
         """Gaussian blur over (rows, cols) of an (n, M, rows, cols) stack; identity when soft_sigma_px == 0."""
@@ -314,26 +502,39 @@ class MeshProjector:
                                truncate=4.0)
 
     def vjp(self, grad_lengths) -> np.ndarray:
-        """d(loss)/d(vertices), (V, 3), for d(loss)/d(path lengths) of the last call (same shape as its output).
+        """d(loss)/d(vertices) for d(loss)/d(path lengths) of the last recorded call.
 
-        The intersection derivative over the recorded hits (see module doc: silhouettes not included)."""
+        Parameters
+        ----------
+        grad_lengths : array_like
+            Same shape as the last call's output: (M, rows, cols) or (n, M, rows, cols), per mm of path length.
+
+        Returns
+        -------
+        np.ndarray
+            (V, 3) float64, per mm of vertex motion (world frame).  The intersection derivative over the
+            recorded hits at the current vertices (see the module doc: silhouettes not included).
+        """
+        self._check_open()
         if self._last is None:
             raise RuntimeError("render before asking for gradients")
-        views, n = self._last
-        _, grad, hit_tri, hit_n = self._buffers(*self._bufs[0])
+        n, rows, cols = self._last
+        n_mat, ss = len(self.materials), self.supersample
         g = np.asarray(grad_lengths, np.float64)
         if g.ndim == 3:
             g = g[None]
-        ss = self.supersample
-        if g.ndim != 4 or (g.shape[0], g.shape[1], g.shape[2] * ss, g.shape[3] * ss) != grad.shape:
+        if g.ndim != 4 or (g.shape[0], g.shape[1], g.shape[2] * ss, g.shape[3] * ss) != (n, n_mat, rows, cols):
             raise ValueError(f"gradient shape {g.shape} differs from the output's "
-                             f"{grad.shape[:2] + (grad.shape[2] // ss, grad.shape[3] // ss)}")
+                             f"{(n, n_mat, rows // ss, cols // ss)}")
         g = self._soften(g)  # the zero-padded symmetric blur is its own adjoint
         if ss > 1:  # adjoint of the block mean: each sub-pixel gets its pixel's gradient / ss^2
             g = np.repeat(np.repeat(g, ss, axis=2), ss, axis=3) / ss ** 2
-        grad.from_numpy(g.astype(np.float64 if self.real == self._ti.f64 else np.float32))
-        self._verts.grad.fill(0)
-        self._loss[None] = 0
-        self._loss.grad[None] = 1
-        self._hit_lengths.grad(self._verts, self._faces, self._face_mat, views, n, hit_tri, hit_n, grad, self._loss)
-        return self._verts.grad.to_numpy().astype(np.float64)
+        g = np.ascontiguousarray(g, self._np_real).ravel()
+        mem = self._mem
+        grad = self._buffer("grad", self.real, g.size)
+        self._copy(grad, g, g.size)
+        vgrad = mem["vgrad"]
+        self._zero(vgrad, vgrad.shape[0])
+        self._adjoint(mem["verts"], mem["faces"], mem["face_mat"], mem["views"], n, rows, cols, n_mat,
+                      self.max_hits, mem["hit_tri"], mem["hit_n"], grad, vgrad)
+        return self._read(vgrad, (self.vertex_offsets[-1], 3), self._np_real).astype(np.float64)

@@ -1,4 +1,4 @@
-"""Ray-triangle and ray-box functions shared by the mesh kernels (BVH traversal, rasteriser, adjoint).
+r"""Ray-triangle and ray-box functions shared by the mesh kernels (BVH traversal, rasteriser, adjoint).
 
 Ray-triangle tests are watertight (Woop, Benthin & Wald, JCGT 2013): the corners,
 relative to the ray origin, are sheared so the ray is the +z axis; 2D edge
@@ -8,17 +8,51 @@ exact, so fused multiply-adds cannot break that); a top-left ownership rule sett
 edge functions that are exactly zero, so a ray through a shared edge or vertex is
 counted once.  Every kernel derives a pixel's ray with the same expression, so all
 of them see the same edge functions for the same pixel.
+
+Device arrays are flat (1-D) ``ti.ndarray``\ s indexed by hand, so a kernel is
+compiled once per element type, never per array: a new projector, or a detector of
+another size, reuses the kernels already compiled in the process (see
+:mod:`engine.mesh.projector`).  The per-view ray table ``views`` holds 18 reals per
+view, rows of 3 (world frame, mm): the source, the centre of pixel (0, 0), the
+column step, the row step, then the detector plane's dual basis ``eu``, ``ev``
+(``eu . du = 1``, ``eu . dv = 0``, ``ev . dv = 1``, ``ev . du = 0``).
 """
+import functools
+
+VIEW_STRIDE = 18  # reals per view in the flat ``views`` array: 6 rows of 3
+
+
+@functools.lru_cache(maxsize=None)
+def ray_funcs(bits: int):
+    """Taichi functions ``(ray, shear, intersect, slab, vec_at)`` for ``bits`` = 32 or 64, built once per process.
+
+    ``vec_at(a, i)`` reads the 3-vector at flat offset ``3 i`` of a flat array ``a`` (vertices, boxes);
+    ``ray(views, vi, r, c)`` returns the source ``o`` and the vector ``d`` from the source to the centre of
+    pixel (row ``r``, column ``c``) of view ``vi`` (mm, world frame): THE ray of that pixel in every kernel.
+    """
+    from .. import backend
+
+    ti = backend.ti_module()
+    return make_ray_funcs(ti, ti.f64 if bits == 64 else ti.f32)
 
 
 def make_ray_funcs(ti, real):
-    """Taichi functions ``(ray, shear, intersect, slab)`` for float type ``real``."""
+    """Taichi functions ``(ray, shear, intersect, slab, vec_at)`` for float type ``real`` (prefer the cached
+    :func:`ray_funcs`: functions made here again are compiled again in every kernel that uses them)."""
+    vec3 = ti.types.vector(3, real)
+
+    @ti.func
+    def vec_at(a: ti.template(), i):
+        # the 3-vector at flat offset 3 i of a flat array
+        return vec3(a[3 * i], a[3 * i + 1], a[3 * i + 2])
 
     @ti.func
     def ray(views: ti.template(), vi, r, c):
         # source and source->pixel-centre vector of pixel (r, c) of view vi: THE ray of that pixel
-        o = views[vi, 0]
-        p = views[vi, 1] + ti.cast(c, real) * views[vi, 2] + ti.cast(r, real) * views[vi, 3]
+        base = vi * (VIEW_STRIDE // 3)
+        o = vec_at(views, base)
+        p = vec_at(views, base + 1) + ti.cast(c, real) * vec_at(views, base + 2) \
+            + ti.cast(r, real) * vec_at(views, base + 3)
         return o, p - o
 
     @ti.func
@@ -90,4 +124,4 @@ def make_ray_funcs(ti, real):
                 m[2, a] = 1.0 / d[kz]
         return m
 
-    return ray, shear, intersect, slab
+    return ray, shear, intersect, slab, vec_at

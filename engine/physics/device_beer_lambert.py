@@ -35,9 +35,9 @@ def primary_and_water(mass: ti.types.ndarray(dtype=ti.f32, ndim=3), mu: ti.types
 
 
 @ti.kernel
-def add_channel(dst: ti.types.ndarray(dtype=ti.f32, ndim=3), dst_channel: ti.i32, src: ti.template(), view: ti.i32,
+def add_channel(dst: ti.types.ndarray(dtype=ti.f32, ndim=3), dst_channel: ti.i32, src: ti.types.ndarray(dtype=ti.f32, ndim=4), view: ti.i32,
                 src_channel: ti.i32, scale: ti.f32):
-    """dst[dst_channel] += scale * src[view, src_channel] for a projector's (n, M, rows, cols) field."""
+    """dst[dst_channel] += scale * src[view, src_channel] for a projector's (n, M, rows, cols) device array."""
     for r, c in ti.ndrange(dst.shape[1], dst.shape[2]):
         dst[dst_channel, r, c] += scale * ti.cast(src[view, src_channel, r, c], ti.f32)
 
