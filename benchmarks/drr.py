@@ -1,23 +1,26 @@
-"""DRR speed: the Taichi projector against a vectorised NumPy reference (and DiffDRR when available).
+"""DRR speed and accuracy: the engine's projector against RTK's Joseph projector, a NumPy reference and
+DiffDRR, in one run.
 
-Geometry: DiffDRR's example AP view (source 850 mm from the volume centre, sdd 1020 mm),
-256 x 256 detector of 2.0 mm and 512 x 512 of 1.0 mm; default step (half the smallest
-voxel spacing); one image, and a batch of 8 nearby poses in one launch.  Times are
-medians after a warm-up call (Taichi compiles on first use) and include the copy of
-the image to NumPy.  ``samples`` is the exact number of density samples the kernel
-takes, sum over rays of ceil(clipped length / step), computed in NumPy.
+Geometry: DiffDRR's example AP view (source 850 mm from the volume centre, sdd 1020 mm), 256 x 256
+detector of 2.0 mm and 512 x 512 of 1.0 mm.  Times are medians (and minima) after a warm-up call
+and include the copy of the image to NumPy.  Rows:
 
-The NumPy reference samples the same points (same clip, midpoint rule, trilinear
-interpolation with scipy.ndimage.map_coordinates) and sums the materials; "max rel
-diff" is max |engine - reference| / max(reference) over the pixels it rendered.  At
-512 x 512 (and in --quick mode) the reference renders only some rows, evenly spread
-over the detector, and its time is scaled to the full image (the table says so).
+- ``engine planes`` (the default sampling, three material channels: what ``VolumeProjector(vol)``
+  renders), single image and a batch of 8 nearby poses in one launch; ``engine planes f16``
+  (half-precision storage); ``engine midpoint`` (trilinear samples every half voxel: the former
+  default).
+- ``engine planes, 1 material`` and ``RTK Joseph, 1 material``: the same one-channel volume (the
+  sum of the materials), timed interleaved in this process (``itk-rtk``, CPU, all cores; skipped
+  when not installed).  ``x RTK`` is RTK's median time over the row's.
+- ``NumPy reference``: the midpoint sampling vectorised with scipy (on some rows, time scaled).
+- DiffDRR 0.6.1 (another environment, ``DIFFDRR_PYTHON``), its own HU conversion: correlation only.
+- ``--vulkan``: the engine rows again on Taichi's Vulkan backend (a second process; on a machine
+  without a GPU that is Mesa's lavapipe, for reference only).
 
-DiffDRR 0.6.1 runs in a separate environment (``DIFFDRR_PYTHON`` or
-``--diffdrr-python``) through ``diffdrr_reference.py``; its images use its own HU to
-density conversion, so only their correlation with the engine's image is reported.
+``err vs exact``: median relative error of the total density image against the exact integral of
+the trilinear interpolant (:mod:`engine.volume.reference`) on random pixels.
 
-    python benchmarks/drr.py [--quick] [--out benchmarks/results/drr.json]
+    python benchmarks/drr.py [--quick] [--vulkan] [--out benchmarks/results/drr.json]
     DIFFDRR_PYTHON=/tmp/diffdrr-venv/bin/python python benchmarks/drr.py
 """
 import argparse
@@ -37,7 +40,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import engine  # noqa: E402
-from _common import clip_rays, median_time  # noqa: E402
+from _common import clip_rays  # noqa: E402
 from engine.geometry import carm_rotation  # noqa: E402
 from engine.volume import Volume, VolumeProjector, load_ct  # noqa: E402
 
@@ -45,8 +48,6 @@ CASES = {"chest_ct": ROOT.parent / "shared" / "data" / "chest_ct" / "ct.nii.gz",
          "pelvis_phantom": ROOT / "assets" / "pelvis_phantom.nii.gz"}
 DETECTORS = ((256, 2.0), (512, 1.0))  # (pixels per side, pixel size mm)
 BATCH = 8
-ENGINE = "engine (Taichi)"
-NUMPY = "NumPy reference"
 
 
 def parse_args(argv=None):
@@ -67,6 +68,10 @@ def parse_args(argv=None):
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "drr.json"), help="JSON results")
     ap.add_argument("--diffdrr-python", default=os.environ.get("DIFFDRR_PYTHON"),
                     help="Python of an environment with diffdrr 0.6.1 (default $DIFFDRR_PYTHON)")
+    ap.add_argument("--vulkan", action="store_true",
+                    help="also time the engine rows on Taichi's Vulkan backend (a second process)")
+    ap.add_argument("--arch", default=None, help=argparse.SUPPRESS)  # the second process's backend
+    ap.add_argument("--engine-only", action="store_true", help=argparse.SUPPRESS)
     return ap.parse_args(argv)
 
 
@@ -110,27 +115,6 @@ def batch_cameras(cam, centre, n=BATCH):
         t[:3, 3] = centre - t[:3, :3] @ centre
         cams.append(cam.moved(t))
     return cams
-
-
-def sample_count(vol, cam, step):
-    """Number of samples the kernel takes and number of rays that meet the volume.
-
-    Parameters
-    ----------
-    vol : engine.Volume
-    cam : engine.Camera
-    step : float
-        Sampling step, mm.
-
-    Returns
-    -------
-    samples : int
-        Sum over rays of ceil(clipped length / step) (at least 1 for a ray that meets the box).
-    rays_hitting : int
-    """
-    length = clip_rays(vol, cam)[-1]
-    hit = length > 0
-    return int(np.maximum(np.ceil(length[hit] / step - 1e-4), 1).sum()), int(hit.sum())
 
 
 def numpy_reference(density, vol, cam, step, rows=slice(None), chunk=2048):
@@ -189,31 +173,6 @@ def n_rows(band, size):
 def max_rel_diff(img, ref):
     """max |img - ref| / max(ref)."""
     return float(np.abs(img - ref).max() / np.abs(ref).max())
-
-
-def time_engine(proj, cam, cams, repeats):
-    """Time the projector on one camera and on a batch of cameras in one launch.
-
-    Parameters
-    ----------
-    proj : engine.VolumeProjector
-    cam : engine.Camera
-    cams : list of engine.Camera
-        The batch; ``cams[0]`` is ``cam``.
-    repeats : int
-
-    Returns
-    -------
-    dict
-        ``single`` and ``batch`` (seconds per image), ``image`` (total density of the
-        single view, (rows, cols)) and ``batch_image`` (that of the batch's first pose,
-        which is ``cam``).
-    """
-    single = median_time(lambda: proj(cam), repeats)
-    image = proj(cam).sum(0)
-    batch = median_time(lambda: proj(cams), max(1, repeats // 2)) / len(cams)
-    batch_image = proj(cams)[0].sum(0)
-    return dict(single=single, batch=batch, image=image, batch_image=batch_image)
 
 
 def time_numpy(vol, cam, step, band):
@@ -276,43 +235,111 @@ def run_diffdrr(python, ct_path, detectors, methods, repeats, save_dir):
     return json.loads(res.stdout.strip().splitlines()[-1])
 
 
-def make_row(case, renderer, batch, seconds, samples, t_numpy, diff=float("nan"), note=""):
-    """One table row (a dict) from a time per image and the case's fixed facts."""
-    rays = case["size"] ** 2
-    return dict(renderer=renderer, volume=case["volume"], shape=case["shape"],
-                detector=f"{case['size']}x{case['size']}", pixel_mm=case["pixel_mm"], step_mm=case["step_mm"],
-                batch=batch, ms_per_image=seconds * 1e3, rays=rays, rays_hitting=case["rays_hitting"],
-                samples=samples, rays_per_s=rays / seconds,
-                samples_per_s=samples / seconds if samples else float("nan"),
-                speedup_vs_numpy=t_numpy / seconds, max_rel_diff_vs_numpy=diff, note=note)
+VARIANTS = (("engine planes", {}), ("engine planes f16", {"storage": "f16"}),
+            ("engine midpoint", {"sampling": "midpoint"}))
+EXACT_PIXELS = 150  # random pixels for the error against the exact integral
 
 
-def bench_detector(name, ct, vol, proj, size, pixel, args):
-    """Engine (single and batch) and NumPy rows for one volume and detector.
+def timings(fns, rounds):
+    """Interleaved timings: ``rounds`` rounds, each calling every function once (after one warm-up call each).
+
+    Returns
+    -------
+    dict name -> list of seconds
+    """
+    for fn in fns.values():
+        fn()
+    out = {name: [] for name in fns}
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            t = time.perf_counter()
+            fn()
+            out[name].append(time.perf_counter() - t)
+    return out
+
+
+def exact_errors(total, vol, cam, images, n, seed=0):
+    """Median relative error of each (rows, cols) total-density image (g/cm^2) against the exact integral."""
+    from engine.volume.reference import exact_image
+
+    rng = np.random.default_rng(seed)
+    pix = np.stack([rng.integers(0, cam.rows, n), rng.integers(0, cam.cols, n)], 1)
+    ref = exact_image(total, vol.world_from_index, cam, pix) * 0.1
+    keep = ref > 0.05 * ref.max()
+    return {k: float(np.median(np.abs(img[pix[:, 0], pix[:, 1]] - ref)[keep] / ref[keep])) for k, img in images.items()}
+
+
+def row(renderer, case, times, *, batch=1, arch=None, rtk=None, err=float("nan"), note=""):
+    """One table row (a dict)."""
+    med, best = float(np.median(times)), float(np.min(times))
+    return dict(renderer=renderer, arch=arch or engine.backend.current().arch, volume=case["volume"],
+                shape=case["shape"], detector=f"{case['size']}x{case['size']}", pixel_mm=case["pixel_mm"],
+                batch=batch, ms_per_image=med * 1e3, ms_min=best * 1e3, rays_per_s=case["size"] ** 2 / med,
+                x_rtk=(rtk / med) if rtk else float("nan"), err_vs_exact=err, note=note)
+
+
+def bench_detector(name, ct, vol, size, pixel, args):
+    """The engine's rows (and RTK's, NumPy's) for one volume and detector.
 
     Returns
     -------
     rows : list of dict
     case : dict
-        The facts shared by the rows, plus the engine's image and the NumPy time
-        (for the DiffDRR rows).
+        The facts shared by the rows, plus the engine's image and the NumPy time (for the DiffDRR rows).
     """
     cam = camera(ct, size, pixel)
-    samples, hit = sample_count(vol, cam, proj.step_mm)
-    case = dict(volume=name, shape=list(ct.shape), size=size, pixel_mm=pixel, step_mm=proj.step_mm,
-                rays_hitting=hit)
+    case = dict(volume=name, shape=list(ct.shape), size=size, pixel_mm=pixel)
     cams = batch_cameras(cam, ct.center)
-    batch_samples = sum(sample_count(vol, c, proj.step_mm)[0] for c in cams) // len(cams)  # per image
-    eng = time_engine(proj, cam, cams, 3 if args.quick else 7)
-    band = spread_rows(size, 32 if args.quick else min(size, 128 if size > 256 else 256))
-    t_numpy, ref = time_numpy(vol, cam, proj.step_mm, band)
-    rendered = n_rows(band, size)
-    note = "" if rendered == size else f"timed on {rendered} rows spread over the image, scaled"
-    rows = [make_row(case, ENGINE, 1, eng["single"], samples, t_numpy, max_rel_diff(eng["image"][band], ref)),
-            make_row(case, ENGINE, BATCH, eng["batch"], batch_samples, t_numpy,
-                     max_rel_diff(eng["batch_image"][band], ref), "poses 0-14 deg apart; diff: first pose"),
-            make_row(case, NUMPY, 1, t_numpy, samples, t_numpy, 0.0, note)]
-    case.update(image=eng["image"], t_numpy=t_numpy)
+    rounds = 3 if args.quick else 7
+    projs = {label: VolumeProjector(vol, **kw) for label, kw in VARIANTS}
+    t = timings({label: (lambda p=p: p(cam)) for label, p in projs.items()}, rounds)
+    default = projs["engine planes"]
+    t_batch = [x / len(cams) for x in timings({"b": lambda: default(cams)}, max(2, rounds // 2))["b"]]
+    images = {label: p(cam).sum(0) for label, p in projs.items()}
+    total = vol.density.sum(0)
+    errs = {} if args.engine_only else exact_errors(total, vol, cam, images, 40 if args.quick else EXACT_PIXELS)
+    rows = []
+    rtk_med = None
+    one = Volume(density=total[None], materials=("total",), world_from_index=vol.world_from_index)
+    proj1 = VolumeProjector(one)
+    fns = {"engine": lambda: proj1(cam)}
+    if not args.engine_only:
+        import rtk_reference
+
+        if rtk_reference.available():
+            ref = rtk_reference.JosephReference(total, vol.world_from_index, cam)
+            fns["rtk"] = ref
+        else:
+            print("  RTK not installed (pip install itk-rtk==2.7.0.post1): no RTK rows")
+    t1 = timings(fns, rounds)
+    if "rtk" in t1:
+        rtk_med = float(np.median(t1["rtk"]))
+        a, b = proj1(cam)[0].astype(np.float64), fns["rtk"]().astype(np.float64)
+        ncc = float(np.corrcoef(a.ravel(), b.ravel())[0, 1])
+        inner = a > 0.05 * a.max()
+        rel = float(np.median(np.abs(a - b)[inner] / a[inner]))
+    for label, _ in VARIANTS:
+        rows.append(row(f"{label}, 3 materials", case, t[label], rtk=rtk_med, err=errs.get(label, float("nan"))))
+        if label == "engine planes":
+            rows.append(row(f"{label}, 3 materials", case, t_batch, batch=len(cams), rtk=rtk_med,
+                            note="poses 0-14 deg apart"))
+    rows.append(row("engine planes, 1 material", case, t1["engine"], rtk=rtk_med))
+    if rtk_med:
+        rows.append(row("RTK Joseph, 1 material", case, t1["rtk"], arch="cpu (ITK threads)", rtk=rtk_med,
+                        note=f"vs engine 1 material: NCC {ncc:.5f}, median rel diff {rel:.1e}"))
+    if not args.engine_only:
+        band = spread_rows(size, 32 if args.quick else min(size, 128 if size > 256 else 256))
+        mid = projs["engine midpoint"]
+        t_numpy, ref = time_numpy(vol, cam, mid.step_mm, band)
+        rendered = n_rows(band, size)
+        note = f"midpoint {mid.step_mm:.3f} mm; max rel diff to engine midpoint " \
+               f"{max_rel_diff(images['engine midpoint'][band], ref):.1e}"
+        note += "" if rendered == size else f"; timed on {rendered} rows, scaled"
+        rows.append(row("NumPy reference", case, [t_numpy], arch="cpu (NumPy)", rtk=rtk_med, note=note))
+        case.update(t_numpy=t_numpy)
+    case.update(image=images["engine planes"])
+    for p in list(projs.values()) + [proj1]:
+        p.close()
     return rows, case
 
 
@@ -344,69 +371,71 @@ def diffdrr_rows(args, path, cases):
             case = next(c for c in cases if c["size"] == r["size"])
             corr = float(np.corrcoef(np.load(r["image"]).ravel(), case["image"].ravel())[0, 1])
             extra = f", {r['samples'] // r['size'] ** 2} samples/ray" if r["samples"] else ""
-            rows.append(make_row(case, f"DiffDRR {out['version']} {r['method']}", 1, r["seconds"], r["samples"],
-                                 case["t_numpy"], note=f"torch {out['torch']} {out['threads']} threads{extra}; "
-                                 f"image corr with engine {corr:.3f}"))
+            rows.append(row(f"DiffDRR {out['version']} {r['method']}", case, [r["seconds"]],
+                            arch=f"cpu (torch {out['torch']}, {out['threads']} threads)",
+                            note=f"image corr with engine {corr:.3f}{extra}"))
     return rows
 
 
 def bench_volume(name, path, args, with_diffdrr=True):
-    """All rows for one volume file; none (with a message) when the file is absent.
-
-    Parameters
-    ----------
-    name : str
-    path : Path
-    args : argparse.Namespace
-    with_diffdrr : bool
-        Add DiffDRR's rows (when ``args.diffdrr_python`` is set).
-
-    Returns
-    -------
-    list of dict
-    """
+    """All rows for one volume file; none (with a message) when the file is absent."""
     if not path.is_file():
         print(f"skipping {name}: {path} not found")
         return []
     ct = load_ct(path)
     vol = Volume.from_ct(ct)
-    proj = VolumeProjector(vol)
     rows, cases = [], []
     for size, pixel in DETECTORS[:1] if args.quick else DETECTORS:
-        r, case = bench_detector(name, ct, vol, proj, size, pixel, args)
+        r, case = bench_detector(name, ct, vol, size, pixel, args)
         rows += r
         cases.append(case)
-    return rows + (diffdrr_rows(args, path, cases) if with_diffdrr else [])
+    return rows + (diffdrr_rows(args, path, cases) if with_diffdrr and not args.engine_only else [])
+
+
+def vulkan_rows(args):
+    """The engine rows on Vulkan, from a second process (a process runs one Taichi backend)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "vulkan.json"
+        cmd = [sys.executable, __file__, "--arch", "vulkan", "--engine-only", "--out", str(out)]
+        if args.quick:
+            cmd.append("--quick")
+        res = subprocess.run(cmd, capture_output=True, text=True, timeout=3600)
+        if res.returncode != 0:
+            print(f"  Vulkan rows failed: {(res.stderr.strip().splitlines() or ['?'])[-1]}")
+            return []
+        return json.loads(out.read_text())["rows"]
 
 
 def print_table(rows):
     """Print the rows as a fixed-width table."""
-    hdr = (f"{'renderer':<26}{'volume':<16}{'detector':<10}{'batch':>6}{'ms/img':>10}{'Mrays/s':>9}"
-           f"{'Msamp/s':>9}{'x NumPy':>9}{'maxrel':>9}  note")
+    hdr = (f"{'renderer':<34}{'arch':<22}{'volume':<15}{'detector':<9}{'batch':>5}{'ms/img':>9}{'min':>8}"
+           f"{'x RTK':>7}{'err/exact':>10}  note")
     print(hdr)
     print("-" * len(hdr))
     for r in rows:
-        print(f"{r['renderer']:<26}{r['volume']:<16}{r['detector']:<10}{r['batch']:>6}{r['ms_per_image']:>10.1f}"
-              f"{r['rays_per_s'] / 1e6:>9.3f}{r['samples_per_s'] / 1e6:>9.1f}{r['speedup_vs_numpy']:>9.2f}"
-              f"{r['max_rel_diff_vs_numpy']:>9.1e}  {r['note']}")
+        print(f"{r['renderer']:<34}{r['arch']:<22}{r['volume']:<15}{r['detector']:<9}{r['batch']:>5}"
+              f"{r['ms_per_image']:>9.1f}{r['ms_min']:>8.1f}{r['x_rtk']:>7.2f}{r['err_vs_exact']:>10.1e}  {r['note']}")
 
 
 def machine_info():
     """The machine and software the benchmark ran on (a dict for the JSON)."""
     backend = engine.backend.current()
-    return dict(platform=platform.platform(), processor=platform.processor() or platform.machine(),
-                cpu_count=os.cpu_count(), python=platform.python_version(),
+    cpu = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
+                if ln.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() else ""
+    return dict(platform=platform.platform(), cpu=cpu, cpu_count=os.cpu_count(), python=platform.python_version(),
                 taichi_arch=backend.arch if backend else None, date=time.strftime("%Y-%m-%d %H:%M:%S %z"))
 
 
 def main(argv=None):
     """Run the benchmark, print the table, write the JSON."""
     args = parse_args(argv)
-    engine.backend.init()
+    engine.backend.init(args.arch)
     rows = []
     for name, path in CASES.items():
         # --quick: DiffDRR on the first volume only (it takes ~10 s per volume to start)
         rows += bench_volume(name, path, args, with_diffdrr=not (args.quick and rows))
+    if args.vulkan and not args.engine_only:
+        rows += vulkan_rows(args)
     print_table(rows)
     machine = machine_info()
     out = Path(args.out)

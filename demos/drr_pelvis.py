@@ -48,7 +48,7 @@ def main(argv=None):
     print(f"CT: {ct}")
     vol = Volume.from_ct(ct)
     proj = VolumeProjector(vol)
-    print(f"Taichi backend: {engine.backend.current().arch}; step {proj.step_mm:.2f} mm")
+    print(f"Taichi backend: {engine.backend.current().arch}; sampling: {proj.describe_sampling()}")
     cams = [engine.carm(primary=p, secondary=s, sid=750, sdd=1150, isocenter=ct.center, rows=args.size,
                         cols=args.size, pixel_size=480.0 / args.size) for _, p, s in VIEWS]
     proj(cams[:1])  # compile

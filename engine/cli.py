@@ -57,7 +57,9 @@ def _add_drr(sub):
                    help="isocentre in world RAS+ mm (default: the CT's centre)")
     p.add_argument("--camera", help="read the camera from this JSON file (see --save-camera)")
     p.add_argument("--save-camera", help="write the camera used to this JSON file")
-    p.add_argument("--step", type=_positive(float), help="ray-marching step, mm (default: half the smallest voxel)")
+    p.add_argument("--step", type=_positive(float),
+                   help="ray-marching step, mm: trilinear samples at this step (midpoint rule) instead of one "
+                        "sample per voxel plane (the default)")
     p.add_argument("--materials", action="store_true",
                    help="write the per-material stack (air, soft tissue, bone) instead of their sum")
     p.add_argument("--f16", action="store_true", help="store the volume as float16 on the device (half memory)")
@@ -109,7 +111,7 @@ def cmd_drr(args) -> int:
     _say(f"Taichi backend: {b.arch}")
     t = time.perf_counter()
     proj = VolumeProjector(vol, step_mm=args.step, storage="f16" if args.f16 else "f32")
-    _say(f"uploaded volume in {time.perf_counter() - t:.2f} s; step {proj.step_mm:.3f} mm")
+    _say(f"uploaded volume in {time.perf_counter() - t:.2f} s; sampling: {proj.describe_sampling()}")
     physics = any((args.kvp, args.preset, args.mono, args.scatter, args.noise, args.line_integral))
     if physics and args.materials:
         raise ValueError("--materials writes path lengths; it cannot be combined with physics options")

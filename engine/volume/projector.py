@@ -30,7 +30,7 @@ import numpy as np
 
 from .. import backend
 from ..geometry import Camera
-from .march import BLOCK, VULKAN_BUFFER_BYTES, brick_slices, march_kernel, n_bricks, upload_kernel
+from .march import BLOCK, VULKAN_BUFFER_BYTES, brick_slices, march_kernel, n_bricks, planes_kernel, upload_kernel
 from .materials import Volume
 
 
@@ -78,13 +78,23 @@ class VolumeProjector:
     Parameters
     ----------
     volume : Volume
+    sampling : {"planes", "midpoint"}, optional
+        ``"planes"`` (default): each ray is sampled where it crosses the planes of voxel
+        centres across its main axis (bilinear there, as in Joseph's projector) and
+        integrated by the trapezoid rule: about one sample per voxel, 4 voxels read per
+        sample.  ``"midpoint"``: trilinear samples at a fixed step (midpoint rule), about
+        10x closer to the exact integral of the trilinear interpolant at the default step
+        and ~3.5x slower (``tests/test_projector.py`` has the numbers).  Default
+        ``"midpoint"`` when ``step_mm`` is given.
     step_mm : float, optional
-        Sampling step along rays, mm; default half the smallest voxel spacing.
+        Sampling step along rays, mm (``sampling="midpoint"``); default half the smallest
+        voxel spacing.
     storage : {"f32", "f16"}
         Storage type of the volume on the device (f16 halves memory; arithmetic
         is always float32).
     skip_empty : bool
-        Empty-space skipping over uniform 8^3 blocks (exact; see module doc).
+        Empty-space skipping over uniform 8^3 blocks (exact; see module doc; midpoint
+        sampling).
     max_buffer_bytes : int, optional
         Largest device buffer to allocate (bytes): the volume is split into bricks and
         images into pieces below it.  Default: 128 MiB on Vulkan (the size every Vulkan
@@ -92,7 +102,7 @@ class VolumeProjector:
     """
 
     def __init__(self, volume: Volume, *, step_mm: float | None = None, storage: str = "f32",
-                 skip_empty: bool = True, max_buffer_bytes: int | None = None):
+                 skip_empty: bool = True, max_buffer_bytes: int | None = None, sampling: str | None = None):
         if not isinstance(volume, Volume):
             raise TypeError(f"VolumeProjector needs an engine Volume, got {type(volume).__name__}")
         if storage not in ("f32", "f16"):
@@ -100,9 +110,19 @@ class VolumeProjector:
         self.volume = volume
         self.materials = volume.materials
         self.storage = storage
-        self.step_mm = float(step_mm) if step_mm is not None else float(volume.spacing.min()) / 2.0
-        if not (math.isfinite(self.step_mm) and self.step_mm > 0):
-            raise ValueError(f"step_mm must be a positive length in mm, got {step_mm!r}")
+        if sampling is None:
+            sampling = "planes" if step_mm is None else "midpoint"
+        if sampling not in ("planes", "midpoint"):
+            raise ValueError(f"sampling must be 'planes' or 'midpoint', got {sampling!r}")
+        if sampling == "planes" and step_mm is not None:
+            raise ValueError("step_mm applies to sampling='midpoint' only (plane sampling takes one sample per "
+                             "voxel plane)")
+        self.sampling = sampling
+        self.step_mm = None  # plane sampling: one sample per voxel plane across the ray's main axis
+        if sampling == "midpoint":
+            self.step_mm = float(step_mm) if step_mm is not None else float(volume.spacing.min()) / 2.0
+            if not (math.isfinite(self.step_mm) and self.step_mm > 0):
+                raise ValueError(f"step_mm must be a positive length in mm, got {step_mm!r}")
         self.skip_empty = bool(skip_empty)
         ti = backend.ti_module()
         self._ti = ti
@@ -119,16 +139,22 @@ class VolumeProjector:
         elem = 2 if storage == "f16" else 4
         s = self._slices = brick_slices(nk, nj, ni, m * elem, self._limit)
         nb = n_bricks(nk, s)
-        upload = upload_kernel(m, storage)
+        upload = upload_kernel(storage)
         self._bricks = []
         for b in range(nb):  # brick b: slices b*s .. b*s + s (one shared with the next brick)
             k0, k1 = b * s, min(b * s + s + 1, nk) if nb > 1 else nk
-            # scalar (K', J, I, M) arrays: Taichi 1.7.4 frees scalar ndarrays, never vector ones
-            brick = ti.ndarray(ti.f16 if storage == "f16" else ti.f32, (k1 - k0, nj, ni, m))
+            size = (k1 - k0) * nj * ni * m
+            if size >= 2**31:
+                raise ValueError(f"the volume ({ni} x {nj} x {nk} voxels x {m} materials) exceeds 2^31 values per "
+                                 "device buffer, which the kernels index with 32-bit integers: set max_buffer_bytes "
+                                 "to split it, or downsample")
+            # a flat (k, j, i, material) array: see engine.volume.march
+            brick = ti.ndarray(ti.f16 if storage == "f16" else ti.f32, (size,))
             for c in range(m):  # channel by channel: no transposed copy of the whole volume on the host
-                upload(brick, c, np.ascontiguousarray(volume.density[c][:, :, k0:k1], np.float32))
+                upload(brick, m, c, np.ascontiguousarray(volume.density[c][:, :, k0:k1], np.float32))
             self._bricks.append(brick)
         self._march = march_kernel(m, storage, nb)
+        self._planes = planes_kernel(m, storage, nb)
         dens = volume.density
         if storage == "f16":  # uniformity must hold for the stored (rounded) values
             dens = dens.astype(np.float16)
@@ -163,10 +189,16 @@ class VolumeProjector:
         """Device memory held now (bytes): volume bricks, block table and output buffer."""
         if self.closed:
             return 0
-        m = len(self.materials) * (2 if self.storage == "f16" else 4)
-        vol = sum(int(np.prod(b.shape)) * m for b in self._bricks)
+        m = 2 if self.storage == "f16" else 4
+        vol = sum(int(b.shape[0]) for b in self._bricks) * m
         out = 0 if self._out is None else 4 * int(np.prod(self._out.shape))
         return vol + int(np.prod(self._blocks.shape)) + out
+
+    def describe_sampling(self) -> str:
+        """How rays are sampled, in words (for logs)."""
+        if self.sampling == "planes":
+            return "one bilinear sample per voxel plane across each ray's main axis (trapezoid rule)"
+        return f"midpoint rule, trilinear samples every {self.step_mm:.3f} mm"
 
     @property
     def n_bricks(self) -> int:
@@ -224,9 +256,12 @@ class VolumeProjector:
     def _launch(self, views: np.ndarray, out, row0: int) -> None:
         b = self._bricks
         bricks = b + [b[0]] * (16 - len(b))  # unused brick parameters: any array of the type
-        nk = self.volume.shape[2]
-        self._march(*bricks, self._slices, nk, self._blocks, out, views, len(views), row0, self._lin,
-                    self.step_mm, int(self.skip_empty))
+        ni, nj, nk = self.volume.shape
+        if self.sampling == "planes":
+            self._planes(*bricks, self._slices, ni, nj, nk, out, views, len(views), row0, self._lin)
+        else:
+            self._march(*bricks, self._slices, ni, nj, nk, self._blocks, out, views, len(views), row0, self._lin,
+                        self.step_mm, int(self.skip_empty))
 
     def _chunks(self, n: int, rows: int, cols: int):
         """(view, n_views, row0, n_rows) pieces whose output fits one device buffer."""
