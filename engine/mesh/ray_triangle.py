@@ -3,10 +3,14 @@ r"""Ray-triangle and ray-box functions shared by the mesh kernels (BVH traversal
 Ray-triangle tests are watertight (Woop, Benthin & Wald, JCGT 2013): the corners,
 relative to the ray origin, are sheared so the ray is the +z axis; 2D edge
 functions then decide the hit, and neighbouring triangles evaluate a shared edge
-as exact negatives of each other (computed in f64, where a product of two f32 is
-exact, so fused multiply-adds cannot break that); a top-left ownership rule settles
-edge functions that are exactly zero, so a ray through a shared edge or vertex is
-counted once.  Every kernel derives a pixel's ray with the same expression, so all
+as exact negatives of each other: each edge function is computed on its two corners
+taken in a canonical order and signed afterwards, so both triangles run the same
+products on the same operands (bitwise equal whatever the float type, and however
+the compiler fuses multiply-adds); a top-left ownership rule settles edge functions
+that are exactly zero, so a ray through a shared edge or vertex is counted once.
+No float64 is needed (Woop et al. fall back to double for exact zeros; many GPUs
+have no or slow float64, ``shaderFloat64`` on Vulkan): the same float32 formulation
+runs on every backend, float64 only with ``precision=64``.  Every kernel derives a pixel's ray with the same expression, so all
 of them see the same edge functions for the same pixel.
 
 Device arrays are flat (1-D) ``ti.ndarray``\ s indexed by hand, so a kernel is
@@ -62,34 +66,45 @@ def make_ray_funcs(ti, real):
         return ey > 0 or (ey == 0 and ex < 0)
 
     @ti.func
+    def edge(p, q):
+        # the 2D edge function p.x q.y - p.y q.x of two sheared corners, evaluated on the pair taken in a
+        # canonical order (lexicographic in x, y) and signed after: the triangle on the other side of a shared
+        # edge evaluates the same products on the same operands, so edge(q, p) == -edge(p, q) to the bit,
+        # whatever the float type and however the compiler fuses multiply-adds
+        first = p[0] < q[0] or (p[0] == q[0] and p[1] < q[1])
+        x0, y0 = ti.select(first, p[0], q[0]), ti.select(first, p[1], q[1])
+        x1, y1 = ti.select(first, q[0], p[0]), ti.select(first, q[1], p[1])
+        return ti.select(first, ti.cast(1.0, real), ti.cast(-1.0, real)) * (x0 * y1 - y0 * x1)
+
+    @ti.func
     def intersect(a, b, c, m):
         # returns (t, facing): t in units of |d| (-1 for a miss); facing = sign(d . n) for the
         # counter-clockwise normal n (the sheared frame keeps handedness, so it is the sign of det)
         # the triangle's corners relative to the ray origin, sheared so the ray is the +z axis (rows of m)
         pa, pb, pc = m @ a, m @ b, m @ c
-        # edge functions in f64: a product of two f32 is exact there, so u(b, c) = -u(c, b) exactly and a
-        # ray through a shared edge sees an exact 0 even where the compiler fuses multiply-adds (Woop et al.)
-        ax, ay, bx, by = ti.cast(pa[0], ti.f64), ti.cast(pa[1], ti.f64), ti.cast(pb[0], ti.f64), ti.cast(pb[1], ti.f64)
-        cx, cy = ti.cast(pc[0], ti.f64), ti.cast(pc[1], ti.f64)
-        u = cx * by - cy * bx
-        v = ax * cy - ay * cx
-        w = bx * ay - by * ax
+        # edge functions, exactly antisymmetric across a shared edge (see edge), so a ray through a shared
+        # edge sees an exact 0 on both sides and the top-left rule gives the hit to one of them (Woop et al.)
+        u = edge(pc, pb)
+        v = edge(pa, pc)
+        w = edge(pb, pa)
         t = ti.cast(-1.0, real)  # typed: a local keeps the type of its first value
         facing = ti.cast(1.0, real)
         if not ((u < 0 or v < 0 or w < 0) and (u > 0 or v > 0 or w > 0)):
             det = u + v + w
             if det != 0:
-                s = 1.0 if det > 0 else -1.0
+                s = ti.cast(1.0, real) if det > 0 else ti.cast(-1.0, real)
                 facing = -s
                 ok = True
                 if u == 0:
-                    ok = ok and owned(bx - cx, by - cy, s)
+                    ok = ok and owned(pb[0] - pc[0], pb[1] - pc[1], s)
                 if v == 0:
-                    ok = ok and owned(cx - ax, cy - ay, s)
+                    ok = ok and owned(pc[0] - pa[0], pc[1] - pa[1], s)
                 if w == 0:
-                    ok = ok and owned(ax - bx, ay - by, s)
+                    ok = ok and owned(pa[0] - pb[0], pa[1] - pb[1], s)
                 if ok:
-                    t = ti.cast((u * pa[2] + v * pb[2] + w * pc[2]) / det, real)
+                    # (u za + v zb + w zc) / det as za + a small correction: one rounding of za (the
+                    # corner's distance along the ray) dominates, as when computed in float64 and rounded
+                    t = pa[2] + (v * (pb[2] - pa[2]) + w * (pc[2] - pa[2])) / det
         return t, facing
 
     @ti.func
