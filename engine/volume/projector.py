@@ -30,8 +30,10 @@ import numpy as np
 
 from .. import backend
 from ..geometry import Camera
-from .march import BLOCK, VULKAN_BUFFER_BYTES, brick_slices, march_kernel, n_bricks, planes_kernel, upload_kernel
+from .march import (BLOCK, VULKAN_BUFFER_BYTES, brick_slices, march_kernel, n_bricks, planes_kernel,
+                    planes_vjp_kernel, upload_kernel)
 from .materials import Volume
+from .projection_grad import ProjectionState, pose_gradient_from_rays
 
 
 def _block_range(a: np.ndarray, axis: int, block: int, fn) -> np.ndarray:
@@ -89,7 +91,7 @@ class VolumeProjector:
     step_mm : float, optional
         Sampling step along rays, mm (``sampling="midpoint"``); default half the smallest
         voxel spacing.
-    storage : {"f32", "f16"}
+    storage : {"f32", "f16", "f64"}
         Storage type of the volume on the device (f16 halves memory; arithmetic
         is always float32).
     skip_empty : bool
@@ -105,8 +107,8 @@ class VolumeProjector:
                  skip_empty: bool = True, max_buffer_bytes: int | None = None, sampling: str | None = None):
         if not isinstance(volume, Volume):
             raise TypeError(f"VolumeProjector needs an engine Volume, got {type(volume).__name__}")
-        if storage not in ("f32", "f16"):
-            raise ValueError(f"storage must be 'f32' or 'f16', got {storage!r}")
+        if storage not in ("f32", "f16", "f64"):
+            raise ValueError(f"storage must be 'f32', 'f16' or 'f64', got {storage!r}")
         self.volume = volume
         self.materials = volume.materials
         self.storage = storage
@@ -136,7 +138,10 @@ class VolumeProjector:
             if not (int(max_buffer_bytes) == max_buffer_bytes and max_buffer_bytes > 0):
                 raise ValueError(f"max_buffer_bytes must be a positive integer, got {max_buffer_bytes!r}")
             self._limit = int(max_buffer_bytes)
-        elem = 2 if storage == "f16" else 4
+        elem = self._elem_bytes = {"f16": 2, "f32": 4, "f64": 8}[storage]
+        # arithmetic (and output) type: float64 with storage="f64" (for gradient checks), else float32
+        self.dtype = np.float64 if storage == "f64" else np.float32
+        self._real = ti.f64 if storage == "f64" else ti.f32
         s = self._slices = brick_slices(nk, nj, ni, m * elem, self._limit)
         nb = n_bricks(nk, s)
         upload = upload_kernel(storage)
@@ -149,9 +154,9 @@ class VolumeProjector:
                                  "device buffer, which the kernels index with 32-bit integers: set max_buffer_bytes "
                                  "to split it, or downsample")
             # a flat (k, j, i, material) array: see engine.volume.march
-            brick = ti.ndarray(ti.f16 if storage == "f16" else ti.f32, (size,))
+            brick = ti.ndarray({"f16": ti.f16, "f32": ti.f32, "f64": ti.f64}[storage], (size,))
             for c in range(m):  # channel by channel: no transposed copy of the whole volume on the host
-                upload(brick, m, c, np.ascontiguousarray(volume.density[c][:, :, k0:k1], np.float32))
+                upload(brick, m, c, np.ascontiguousarray(volume.density[c][:, :, k0:k1], self.dtype))
             self._bricks.append(brick)
         self._march = march_kernel(m, storage, nb)
         self._planes = planes_kernel(m, storage, nb)
@@ -162,7 +167,7 @@ class VolumeProjector:
         self.uniform_fraction = float(uni.mean())
         self._blocks = ti.ndarray(ti.u8, uni.shape)
         self._blocks.from_numpy(uni)
-        self._lin = np.ascontiguousarray(volume.world_from_index[:3, :3].T, dtype=np.float32)
+        self._lin = np.ascontiguousarray(volume.world_from_index[:3, :3].T, dtype=self.dtype)
         self._index_from_world = np.linalg.inv(volume.world_from_index)
         self._out = None
         self.last_seconds = float("nan")
@@ -189,9 +194,9 @@ class VolumeProjector:
         """Device memory held now (bytes): volume bricks, block table and output buffer."""
         if self.closed:
             return 0
-        m = 2 if self.storage == "f16" else 4
+        m = self._elem_bytes
         vol = sum(int(b.shape[0]) for b in self._bricks) * m
-        out = 0 if self._out is None else 4 * int(np.prod(self._out.shape))
+        out = 0 if self._out is None else np.dtype(self.dtype).itemsize * int(np.prod(self._out.shape))
         return vol + int(np.prod(self._blocks.shape)) + out
 
     def describe_sampling(self) -> str:
@@ -210,12 +215,12 @@ class VolumeProjector:
         shape = (n, len(self.materials), rows, cols)
         if self._out is None or tuple(self._out.shape) != shape:
             self._out = None  # free the old one first
-            self._out = self._ti.ndarray(self._ti.f32, shape)
+            self._out = self._ti.ndarray(self._real, shape)
         return self._out
 
     def _view_params(self, cams) -> np.ndarray:
         a = self._index_from_world
-        out = np.empty((len(cams), 4, 3), np.float32)
+        out = np.empty((len(cams), 4, 3), self.dtype)
         for i, cam in enumerate(cams):
             src, p00, du, dv = cam.pixel_grid()
             out[i] = (a[:3, :3] @ src + a[:3, 3], a[:3, :3] @ p00 + a[:3, 3], a[:3, :3] @ du, a[:3, :3] @ dv)
@@ -265,7 +270,7 @@ class VolumeProjector:
 
     def _chunks(self, n: int, rows: int, cols: int):
         """(view, n_views, row0, n_rows) pieces whose output fits one device buffer."""
-        m = len(self.materials)
+        m = len(self.materials) * np.dtype(self.dtype).itemsize // 4  # in float32 units below
         if self._limit is None or n * m * rows * cols * 4 <= self._limit:
             return [(0, n, 0, rows)]
         per_view = m * rows * cols * 4
@@ -298,7 +303,7 @@ class VolumeProjector:
             self._launch(views, out, 0)
             img = out.to_numpy()
         else:
-            img = np.empty((len(cams), len(self.materials), rows, cols), np.float32)
+            img = np.empty((len(cams), len(self.materials), rows, cols), self.dtype)
             for v, nv, r, nr in chunks:
                 out = self._buffer(nv, nr, cols)
                 self._launch(np.ascontiguousarray(views[v:v + nv]), out, r)
@@ -324,4 +329,79 @@ class VolumeProjector:
                              f"the device's {self._limit / 2**20:.0f} MiB buffer: render fewer views at a time")
         out = self._buffer(len(cams), rows, cols)
         self._launch(self._view_params(cams), out, 0)
+        return out
+
+    # ------------------------------------------------------------------ gradients
+    def forward(self, cameras):
+        """Render like :meth:`__call__` and return what :meth:`vjp` needs.
+
+        Returns
+        -------
+        image : np.ndarray
+            As :meth:`__call__` returns it.
+        state : ProjectionState
+            The cameras and detector shape of this render (no device data): the explicit saved state of
+            this stage, so renders and their VJPs may interleave in any order.
+        """
+        single = isinstance(cameras, Camera)
+        cams = self._cameras(cameras)
+        img = self(cams)
+        return (img[0] if single else img), ProjectionState(tuple(cams), single, img.shape)
+
+    def vjp(self, state: ProjectionState, grad, *, pose: bool = True, density: bool = False, center=None) -> dict:
+        """Gradients of a loss, given its gradient ``grad`` with respect to the images of a :meth:`forward`.
+
+        Parameters
+        ----------
+        state : ProjectionState
+            From :meth:`forward`.
+        grad : array_like
+            dL/d image, the image's shape ((M, rows, cols) or (n, M, rows, cols)), per g/cm^2.
+        pose : bool
+            Return ``"pose"``: (n, 6) per view, dL/d(delta, tau) for moving the volume rigidly in the world
+            frame, ``x' = exp([delta]x) (x - c) + c + tau`` (delta radians, tau mm; the convention of
+            :mod:`engine.mesh.pose`), about ``center`` (default: the volume's centre).  Moving the volume by
+            ``M`` is moving the camera by ``M^-1``.
+        density : bool
+            Return ``"density"``: (M, I, J, K), dL/d density per g/cm^3 (the back-projection of ``grad``:
+            the adjoint of this linear map); needs the volume in one device buffer (``n_bricks == 1``).
+
+        Only plane sampling (the default) has a VJP; the derivative is exact for the forward's formula
+        wherever it is differentiable (see :func:`engine.volume.march.planes_vjp_kernel`).
+        """
+        if self.closed:
+            raise RuntimeError("this VolumeProjector is closed: its device memory was freed (make a new one)")
+        if not isinstance(state, ProjectionState):
+            raise TypeError("state must be the ProjectionState returned by forward()")
+        if self.sampling != "planes":
+            raise NotImplementedError("gradients are implemented for plane sampling (the default), not midpoint")
+        if density and self.n_bricks != 1:
+            raise ValueError(f"density gradients need the volume in one device buffer; it is split into "
+                             f"{self.n_bricks} (max_buffer_bytes / Vulkan's 128 MiB): downsample it")
+        g = np.asarray(grad, np.float64)
+        if g.shape != tuple(state.shape[1:] if state.single else state.shape):
+            raise ValueError(f"grad has shape {g.shape}, the forward's image {state.shape}")
+        if not np.all(np.isfinite(g)):
+            raise ValueError("grad contains NaN or inf")
+        g = np.ascontiguousarray(g.reshape(state.shape), self.dtype)
+        cams = list(state.cameras)
+        n, m, rows, cols = state.shape
+        ti = self._ti
+        kernel = planes_vjp_kernel(m, self.storage, self.n_bricks, bool(density))
+        gray = ti.ndarray(self._real, (n, rows, cols, 6))
+        ni, nj, nk = self.volume.shape
+        gvol = ti.ndarray(self._real, (ni * nj * nk * m if density else 1,))
+        if density:
+            gvol.fill(0)
+        b = self._bricks
+        bricks = b + [b[0]] * (16 - len(b))
+        kernel(*bricks, self._slices, ni, nj, nk, g, self._view_params(cams), n, 0, self._lin, gray, gvol)
+        out = {}
+        rays = gray.to_numpy().astype(np.float64)
+        if pose:
+            c = self.volume.center if center is None else np.asarray(center, np.float64)
+            out["pose"] = np.stack([pose_gradient_from_rays(cam, rays[i], self._index_from_world, c)
+                                    for i, cam in enumerate(cams)])
+        if density:
+            out["density"] = gvol.to_numpy().astype(np.float64).reshape(nk, nj, ni, m).transpose(3, 2, 1, 0)
         return out

@@ -1,0 +1,17 @@
+"""PyTorch bridge (optional: ``pip install -e ".[torch]"``, torch 2.13.0): the engine's renderers as autograd
+functions and modules.
+
+- :class:`CTDRR`: per-material CT DRRs (g/cm^2) of a :class:`engine.volume.VolumeProjector` for a batch of
+  volume poses ``(n, 6)`` (rotation vector, rad; translation, mm), differentiable with respect to the poses.
+
+Images are computed by Taichi kernels and returned as float32 (float64 with ``storage="f64"``) CPU tensors;
+gradients come from the projector's hand-written adjoint (:meth:`VolumeProjector.vjp`).
+"""
+try:
+    import torch  # noqa: F401
+except ImportError as e:  # pragma: no cover - exercised only without torch
+    raise ImportError("engine.torch needs PyTorch: pip install -e \".[torch]\" (torch==2.13.0)") from e
+
+from .drr import CTDRR, pose_matrix
+
+__all__ = ["CTDRR", "pose_matrix"]
