@@ -160,17 +160,31 @@ class VolumeProjector:
             self._bricks.append(brick)
         self._march = march_kernel(m, storage, nb)
         self._planes = planes_kernel(m, storage, nb)
-        dens = volume.density
-        if storage == "f16":  # uniformity must hold for the stored (rounded) values
-            dens = dens.astype(np.float16)
-        uni = _uniform_blocks(dens, BLOCK)
-        self.uniform_fraction = float(uni.mean())
-        self._blocks = ti.ndarray(ti.u8, uni.shape)
-        self._blocks.from_numpy(uni)
+        self._blocks = None  # the uniform-block table of midpoint sampling, made on first use
+        self._gvol = None  # the density-gradient buffer of vjp, made on first use
+        self._uniform_fraction = None
         self._lin = np.ascontiguousarray(volume.world_from_index[:3, :3].T, dtype=self.dtype)
         self._index_from_world = np.linalg.inv(volume.world_from_index)
         self._out = None
         self.last_seconds = float("nan")
+
+    def _block_table(self):
+        """The uniform-block table (u8, k, j, i) on the device, computed on first use (midpoint sampling)."""
+        if self._blocks is None:
+            dens = self.volume.density
+            if self.storage == "f16":  # uniformity must hold for the stored (rounded) values
+                dens = dens.astype(np.float16)
+            uni = _uniform_blocks(dens, BLOCK)
+            self._uniform_fraction = float(uni.mean())
+            self._blocks = self._ti.ndarray(self._ti.u8, uni.shape)
+            self._blocks.from_numpy(uni)
+        return self._blocks
+
+    @property
+    def uniform_fraction(self) -> float:
+        """Fraction of 8^3 blocks whose densities are uniform (skipped analytically by midpoint sampling)."""
+        self._block_table()
+        return self._uniform_fraction
 
     # ------------------------------------------------------------------ lifetime
     @property
@@ -181,7 +195,7 @@ class VolumeProjector:
     def close(self) -> None:
         """Free the projector's device memory (volume, blocks, output); idempotent.  Later renders raise
         ``RuntimeError``."""
-        self._bricks = self._blocks = self._out = None
+        self._bricks = self._blocks = self._out = self._gvol = None
 
     def __enter__(self) -> "VolumeProjector":
         return self
@@ -191,13 +205,15 @@ class VolumeProjector:
 
     @property
     def device_bytes(self) -> int:
-        """Device memory held now (bytes): volume bricks, block table and output buffer."""
+        """Device memory held now (bytes): volume bricks, block table, output and density-gradient buffers."""
         if self.closed:
             return 0
         m = self._elem_bytes
         vol = sum(int(b.shape[0]) for b in self._bricks) * m
-        out = 0 if self._out is None else np.dtype(self.dtype).itemsize * int(np.prod(self._out.shape))
-        return vol + int(np.prod(self._blocks.shape)) + out
+        item = np.dtype(self.dtype).itemsize
+        out = 0 if self._out is None else item * int(np.prod(self._out.shape))
+        out += 0 if self._gvol is None else item * int(self._gvol.shape[0])
+        return vol + (0 if self._blocks is None else int(np.prod(self._blocks.shape))) + out
 
     def describe_sampling(self) -> str:
         """How rays are sampled, in words (for logs)."""
@@ -265,7 +281,7 @@ class VolumeProjector:
         if self.sampling == "planes":
             self._planes(*bricks, self._slices, ni, nj, nk, out, views, len(views), row0, self._lin)
         else:
-            self._march(*bricks, self._slices, ni, nj, nk, self._blocks, out, views, len(views), row0, self._lin,
+            self._march(*bricks, self._slices, ni, nj, nk, self._block_table(), out, views, len(views), row0, self._lin,
                         self.step_mm, int(self.skip_empty))
 
     def _chunks(self, n: int, rows: int, cols: int):
@@ -364,7 +380,8 @@ class VolumeProjector:
             ``M`` is moving the camera by ``M^-1``.
         density : bool
             Return ``"density"``: (M, I, J, K), dL/d density per g/cm^3 (the back-projection of ``grad``:
-            the adjoint of this linear map); needs the volume in one device buffer (``n_bricks == 1``).
+            the adjoint of this linear map), float32 (float64 with ``storage="f64"``), a view of the device
+            layout; needs the volume in one device buffer (``n_bricks == 1``).
 
         Only plane sampling (the default) has a VJP; the derivative is exact for the forward's formula
         wherever it is differentiable (see :func:`engine.volume.march.planes_vjp_kernel`).
@@ -390,7 +407,11 @@ class VolumeProjector:
         kernel = planes_vjp_kernel(m, self.storage, self.n_bricks, bool(density))
         gray = ti.ndarray(self._real, (n, rows, cols, 6))
         ni, nj, nk = self.volume.shape
-        gvol = ti.ndarray(self._real, (ni * nj * nk * m if density else 1,))
+        size = ni * nj * nk * m if density else 1
+        if self._gvol is None or self._gvol.shape[0] != size:  # kept: a volume-sized buffer per call is slow
+            self._gvol = None
+            self._gvol = ti.ndarray(self._real, (size,))
+        gvol = self._gvol
         if density:
             gvol.fill(0)
         b = self._bricks
@@ -403,5 +424,6 @@ class VolumeProjector:
             out["pose"] = np.stack([pose_gradient_from_rays(cam, rays[i], self._index_from_world, c)
                                     for i, cam in enumerate(cams)])
         if density:
-            out["density"] = gvol.to_numpy().astype(np.float64).reshape(nk, nj, ni, m).transpose(3, 2, 1, 0)
+            # (M, I, J, K) view of the device layout (k, j, i, m), in the projector's float type
+            out["density"] = gvol.to_numpy().reshape(nk, nj, ni, m).transpose(3, 2, 1, 0)
         return out
