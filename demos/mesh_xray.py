@@ -17,12 +17,17 @@ Gradients: the loss is the attenuation -ln(I/I0) of the AP image summed over a b
 around the screw head; ``PhysicsChain.vjp`` (image -> mass thickness) and
 ``MeshProjector.vjp`` (path lengths -> vertices) give d(loss)/d(vertex) for every
 vertex of the pelvis and the screw, drawn as the projected vertices coloured by its
-magnitude, and, through ``engine.mesh.pose``, d(loss)/d(screw advance along its axis),
-checked against a central finite difference.  Each pixel samples one ray, so the image
-is a piecewise linear function of the vertices with kinks where rays cross facet edges
-(many near outlines and a thread's ridges): the derivative is exact for the sampled
-image, and a difference quotient agrees with it for steps of about 0.001 mm; over
-steps of a pixel or more it averages the slopes of many kinks.
+magnitude, and, through ``engine.mesh.pose``, d(loss)/d(screw advance along its axis) and
+d(loss)/d(screw shift across the image), each checked against a central finite difference
+computed with a float64 projector.  Each pixel samples one ray, so the image is a piecewise
+linear function of the vertices with kinks where rays cross facet edges (many near outlines
+and a thread's ridges): the derivative is exact for the sampled image, and a difference
+quotient agrees with it for steps of about 0.001 mm; over steps of a pixel or more it
+averages the slopes of many kinks.  In float32 such a step changes a 50 mm path length by
+less than its rounding (~4e-6 mm), which is why the check renders in float64.  The advance
+along the axis moves only the head's cap across rays (nearly parallel to the rays in the AP
+view): on a coarse detector no ray meets the cap and both numbers are ~0; the shift across the
+image moves the screw's walls under every ray through it.
 
 Writes into ``--out`` (default ``out/mesh_xray/``):
   distance_{ap,lat}_{bone,titanium}.png  distance maps (mm inside each material; black 0, white the map's max)
@@ -125,6 +130,24 @@ def box_loss(chain, paths, box):
     weight = np.zeros_like(img)
     weight[r0:r1, c0:c1] = 1.0
     return float((img * weight).sum()), chain.vjp(weight)
+
+
+def pose_checks(meshes, materials, cam, chain, box, sl, directions, d_tau, h=1e-3):
+    """{name: (analytic, numeric)}: d(box loss)/d(translation of the screw's vertices ``sl`` along each unit
+    direction, mm), from the VJP (``d_tau``) and from a central difference of step ``h`` mm rendered by a
+    float64 projector of the same meshes."""
+    out = {}
+    with MeshProjector(meshes, materials, precision=64) as p64:
+        v0 = p64.vertices
+        for name, u in directions.items():
+            moved = []
+            for sign in (1, -1):
+                v = v0.copy()
+                v[sl] += sign * h * u
+                p64.set_vertices(v)
+                moved.append(box_loss(chain, mass_thickness(cam, None, p64, DENSITIES)[1], box)[0])
+            out[name] = (float(d_tau @ u), (moved[0] - moved[1]) / (2 * h))
+    return out
 
 
 def plot_overview(path, results):
@@ -238,20 +261,13 @@ def main(argv=None) -> dict:
     lap("gradient (physics VJP + mesh VJP)")
     sl = slice(projector.vertex_offsets[-2], projector.vertex_offsets[-1])  # the screw's vertices
     _, d_tau = pose_gradient(projector.vertices[sl], grad[sl], screw_center)
-    analytic = float(d_tau @ axis)
-    h = 1e-3  # mm: a step small enough to stay between the kinks of the point-sampled image (module doc)
-    v0 = projector.vertices
-    moved = []
-    for sign in (1, -1):
-        v = v0.copy()
-        v[sl] += sign * h * axis
-        projector.set_vertices(v)
-        moved.append(box_loss(chain, mass_thickness(cam, None, projector, DENSITIES)[1], box)[0])
-    projector.set_vertices(v0)
-    numeric = (moved[0] - moved[1]) / (2 * h)
-    lap("finite-difference check (2 renders)")
-    text = (f"loss = {loss:.1f}; d loss / d(screw advance along its axis) = {analytic:+.3f} per mm "
-            f"(central difference, h = {h:g} mm: {numeric:+.3f})")
+    across = np.cross(axis, cam.principal_axis)  # in the detector plane, across the screw's image
+    across /= np.linalg.norm(across)
+    checks = pose_checks(pelvis + [screw], ["bone"] * len(pelvis) + ["titanium"], cam, chain, box, sl,
+                         {"advance": axis, "across": across}, d_tau)
+    lap("finite-difference checks (float64, 4 renders)")
+    text = f"loss = {loss:.1f}; " + "; ".join(
+        f"d loss / d(screw {k}) = {a:+.4f} per mm (central difference: {n:+.4f})" for k, (a, n) in checks.items())
     print(text)
     plot_gradient(out / "gradient_ap.png", results["ap"][1], cam, projector.vertices, grad, box, text)
     plot_overview(out / "mesh_xray.png", results)
@@ -266,7 +282,7 @@ def main(argv=None) -> dict:
         print(f"wrote {f}")
     return {"files": files, "cameras": cams, "lengths": {k: r[0] for k, r in results.items()},
             "xray": {k: r[1] for k, r in results.items()}, "materials": projector.materials,
-            "screw_center": screw_center, "gradient": grad, "pose_check": (analytic, numeric), "timings": timings}
+            "screw_center": screw_center, "gradient": grad, "pose_checks": checks, "timings": timings}
 
 
 if __name__ == "__main__":
