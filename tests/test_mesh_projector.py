@@ -302,3 +302,33 @@ def test_every_ray_through_a_fine_closed_mesh_hits_it_an_even_number_of_times(pr
         odd = np.flatnonzero(hits.astype(np.int64) % 2)
         assert odd.size == 0, f"{odd.size} rays with an odd hit count, e.g. pixel {np.unravel_index(odd[0], hits.shape)}"
         assert img.min() >= -1e-3
+
+
+def test_two_forwards_then_two_vjps_in_either_order_with_the_vertices_moved_between():
+    """forward() returns an explicit state (device copies of that render's vertices, rays and hits): a later
+    render, a vertex move, or another VJP does not change what a state's VJP returns."""
+    rng = np.random.default_rng(8)
+    base = icosphere(20.0, 2)
+    v0 = base.vertices * (1 + 0.05 * rng.standard_normal((len(base.vertices), 1)))
+    v1 = v0 + rng.normal(0, 0.5, v0.shape)
+    cam0 = carm(primary=15, secondary=5, sid=200, sdd=400, rows=16, cols=16, pixel_size=1.5)
+    cam1 = carm(primary=-40, secondary=20, sid=200, sdd=400, rows=12, cols=14, pixel_size=2.0)
+    w0 = rng.standard_normal((1, 16, 16))
+    w1 = rng.standard_normal((1, 12, 14))
+
+    def reference(v, cam, w):
+        p = MeshProjector(make_mesh(v, base.faces), "bone", precision=64)
+        p(cam)
+        return p.vjp(w)
+
+    mp = MeshProjector(make_mesh(v0, base.faces), "bone", precision=64)
+    _, s0 = mp.forward(cam0)
+    mp.set_vertices(v1)
+    _, s1 = mp.forward(cam1)
+    g1 = mp.vjp(w1, state=s1)
+    g0 = mp.vjp(w0, state=s0)
+    np.testing.assert_allclose(g0, reference(v0, cam0, w0), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(g1, reference(v1, cam1, w1), rtol=1e-12, atol=1e-12)
+    assert np.abs(g0).max() > 0 and np.abs(g1).max() > 0
+    with pytest.raises(ValueError, match="shape"):
+        mp.vjp(w1, state=s0)

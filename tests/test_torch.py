@@ -44,3 +44,23 @@ def test_ct_drr_pose_zero_renders_the_cameras_as_given_and_checks_shapes():
     np.testing.assert_array_equal(out.numpy(), proj(cams))
     with pytest.raises(ValueError, match="poses"):
         drr(torch.zeros(3, 6))
+
+
+def test_mesh_lengths_gradcheck_float64():
+    from engine.mesh import MeshProjector, icosphere, make_mesh
+    from engine.torch import MeshLengths
+
+    rng = np.random.default_rng(2)
+    s = icosphere(15.0, 1)
+    # off the axes: the icosphere has vertices on them, and a ray through a vertex sits on a kink
+    v = s.vertices * (1 + 0.05 * rng.standard_normal((len(s.vertices), 1))) + [1.3, 0.7, -0.9]
+    mp = MeshProjector(make_mesh(v, s.faces), "bone", precision=64)
+    cams = [carm(primary=p, sid=200, sdd=400, rows=7, cols=7, pixel_size=3.0) for p in (0, 50)]
+    f = MeshLengths(mp, cams)
+    x = torch.tensor(v, dtype=torch.float64, requires_grad=True)
+    out = f(x)
+    assert out.shape == (2, 1, 7, 7)
+    # the intersection derivative is exact while no ray crosses a facet edge within eps
+    assert torch.autograd.gradcheck(lambda t: f(t), (x,), eps=1e-7, atol=1e-5, rtol=1e-4)
+    with pytest.raises(ValueError, match="vertices"):
+        f(x[:-1])

@@ -50,6 +50,7 @@ or when it is garbage collected.  Detector buffers are kept at the largest detec
 
 import functools
 import weakref
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -62,6 +63,20 @@ from .raster import raster_kernel
 from .ray_triangle import VIEW_STRIDE, ray_funcs
 
 STACK = 64
+
+
+@dataclass(frozen=True, eq=False)
+class MeshProjectionState:
+    """What :meth:`MeshProjector.vjp` needs of one :meth:`MeshProjector.forward`, held apart from the projector's
+    reusable buffers: the vertices, ray table and recorded hits of that render (device copies), its detector
+    shape (sub-pixel rows and cols) and whether one camera was given.  Freed with the object."""
+
+    verts: object
+    views: object
+    hit_tri: object
+    hit_n: object
+    shape: tuple  # (n, rows, cols) of sub-pixel rays
+    single: bool
 
 
 def _arrays(ti, real):
@@ -484,6 +499,35 @@ class MeshProjector:
         img = self._soften(img)
         return img[0] if single else img
 
+    def forward(self, cameras):
+        """Render like :meth:`__call__` (recording the hits) and return what :meth:`vjp` needs.
+
+        Returns
+        -------
+        image : np.ndarray
+            As :meth:`__call__` returns it.
+        state : MeshProjectionState
+            Device copies of this render's vertices, rays and hits: renders, vertex moves and VJPs may then
+            interleave in any order (``vjp(grad, state=state)``).
+        """
+        img = self(cameras, record=True)
+        n, rows, cols = self._last
+        npix = n * rows * cols
+        mem = self._mem
+
+        def snapshot(name, dtype, size):
+            a = self._ti.ndarray(dtype, (max(size, 1),))
+            self._copy(a, mem[name], size)
+            return a
+
+        state = MeshProjectionState(
+            verts=snapshot("verts", self.real, mem.size("verts")),
+            views=snapshot("views", self.real, n * VIEW_STRIDE),
+            hit_tri=snapshot("hit_tri", self._ti.i32, npix * self.max_hits),
+            hit_n=snapshot("hit_n", self._ti.f32, npix),
+            shape=(n, rows, cols), single=img.ndim == 3)
+        return img, state
+
     def hit_counts(self) -> np.ndarray:
         """Hits per ray of the last recorded render, (n, rows, cols) float32 (sub-pixel rays with supersampling;
         for tests and inspection)."""
@@ -501,24 +545,36 @@ class MeshProjector:
         return gaussian_filter(img, sigma=(0, 0, self.soft_sigma_px, self.soft_sigma_px), mode="constant",
                                truncate=4.0)
 
-    def vjp(self, grad_lengths) -> np.ndarray:
-        """d(loss)/d(vertices) for d(loss)/d(path lengths) of the last recorded call.
+    def vjp(self, grad_lengths, state: MeshProjectionState | None = None) -> np.ndarray:
+        """d(loss)/d(vertices) for d(loss)/d(path lengths) of a render.
 
         Parameters
         ----------
         grad_lengths : array_like
-            Same shape as the last call's output: (M, rows, cols) or (n, M, rows, cols), per mm of path length.
+            Same shape as that render's output: (M, rows, cols) or (n, M, rows, cols), per mm of path length.
+        state : MeshProjectionState, optional
+            From :meth:`forward`: the render to differentiate, at the vertices it was made with.  Without it,
+            the last recorded render at its recorded hits and the current vertices (the convenience of a
+            render-then-differentiate loop).
 
         Returns
         -------
         np.ndarray
             (V, 3) float64, per mm of vertex motion (world frame).  The intersection derivative over the
-            recorded hits at the current vertices (see the module doc: silhouettes not included).
+            recorded hits (see the module doc: silhouettes not included).
         """
         self._check_open()
+        if state is not None:
+            if not isinstance(state, MeshProjectionState):
+                raise TypeError("state must be the MeshProjectionState returned by forward()")
+            return self._vjp(grad_lengths, state.shape, state.verts, state.views, state.hit_tri, state.hit_n)
         if self._last is None:
             raise RuntimeError("render before asking for gradients")
-        n, rows, cols = self._last
+        mem = self._mem
+        return self._vjp(grad_lengths, self._last, mem["verts"], mem["views"], mem["hit_tri"], mem["hit_n"])
+
+    def _vjp(self, grad_lengths, shape, verts, views, hit_tri, hit_n) -> np.ndarray:
+        n, rows, cols = shape
         n_mat, ss = len(self.materials), self.supersample
         g = np.asarray(grad_lengths, np.float64)
         if g.ndim == 3:
@@ -535,6 +591,6 @@ class MeshProjector:
         self._copy(grad, g, g.size)
         vgrad = mem["vgrad"]
         self._zero(vgrad, vgrad.shape[0])
-        self._adjoint(mem["verts"], mem["faces"], mem["face_mat"], mem["views"], n, rows, cols, n_mat,
-                      self.max_hits, mem["hit_tri"], mem["hit_n"], grad, vgrad)
+        self._adjoint(verts, mem["faces"], mem["face_mat"], views, n, rows, cols, n_mat, self.max_hits, hit_tri,
+                      hit_n, grad, vgrad)
         return self._read(vgrad, (self.vertex_offsets[-1], 3), self._np_real).astype(np.float64)

@@ -3,6 +3,8 @@ functions and modules.
 
 - :class:`CTDRR`: per-material CT DRRs (g/cm^2) of a :class:`engine.volume.VolumeProjector` for a batch of
   volume poses ``(n, 6)`` (rotation vector, rad; translation, mm), differentiable with respect to the poses.
+- :class:`MeshLengths`: path lengths (mm) through a :class:`engine.mesh.MeshProjector`'s meshes as a function
+  of their vertices ``(V, 3)``.
 
 Images are computed by Taichi kernels and returned as float32 (float64 with ``storage="f64"``) CPU tensors;
 gradients come from the projector's hand-written adjoint (:meth:`VolumeProjector.vjp`).
@@ -13,5 +15,6 @@ except ImportError as e:  # pragma: no cover - exercised only without torch
     raise ImportError("engine.torch needs PyTorch: pip install -e \".[torch]\" (torch==2.13.0)") from e
 
 from .drr import CTDRR, pose_matrix
+from .mesh import MeshLengths
 
-__all__ = ["CTDRR", "pose_matrix"]
+__all__ = ["CTDRR", "MeshLengths", "pose_matrix"]
