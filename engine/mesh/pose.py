@@ -68,3 +68,27 @@ def rotation_jacobian(rotvec) -> np.ndarray:
     r = rotation_from_vector(v)
     vx = _skew(v)
     return np.stack([(v[i] * vx + _skew(np.cross(v, (e - r) @ e[i]))) @ r / n2 for i in range(3)])
+
+
+def left_jacobian(rotvec) -> np.ndarray:
+    """(3, 3) left Jacobian of SO(3) at ``rotvec`` (rad): ``R(v + e) = exp([J_l(v) e]x) R(v)`` to first order
+    (its transpose is the right Jacobian: ``R(v + e) = R(v) exp([J_l(v)^T e]x)``)."""
+    v = np.asarray(rotvec, np.float64)
+    th = float(np.linalg.norm(v))
+    k = _skew(v)
+    if th < 1e-6:
+        return np.eye(3) + 0.5 * k + k @ k / 6.0
+    return np.eye(3) + (1 - np.cos(th)) / th ** 2 * k + (th - np.sin(th)) / th ** 3 * k @ k
+
+
+def pose_parameter_gradient(pose, g_right) -> np.ndarray:
+    """(6,) dL/d(delta, tau) of a pose ``M = perturb(I, delta, tau, c)`` from the gradient ``g_right`` (6,) for
+    a further small move ``N`` (about the same centre) composed on the right, ``M N`` (what a renderer that
+    sees the pose through moved cameras returns, e.g. :meth:`engine.volume.VolumeProjector.vjp`).
+
+    ``M(p + dp) = M(p) N`` gives ``omega_N = J_r(delta) d delta`` and ``tau_N = R(delta)^T d tau``, so
+    ``dL/d delta = J_l(delta) g_omega`` and ``dL/d tau = R(delta) g_tau``.
+    """
+    p = np.asarray(pose, np.float64)
+    g = np.asarray(g_right, np.float64)
+    return np.concatenate([left_jacobian(p[:3]) @ g[:3], rotation_from_vector(p[:3]) @ g[3:]])

@@ -12,21 +12,7 @@ A pose ``p = (delta, tau)`` (6,) moves the volume in the world frame about a cen
 import numpy as np
 import torch
 
-from ..mesh.pose import perturb, rotation_from_vector
-
-
-def _skew(w):
-    return np.array([[0, -w[2], w[1]], [w[2], 0, -w[0]], [-w[1], w[0], 0]], np.float64)
-
-
-def left_jacobian(delta) -> np.ndarray:
-    """(3, 3) left Jacobian of SO(3) at the rotation vector ``delta`` (rad)."""
-    d = np.asarray(delta, np.float64)
-    th = float(np.linalg.norm(d))
-    k = _skew(d)
-    if th < 1e-6:
-        return np.eye(3) + 0.5 * k + k @ k / 6.0
-    return np.eye(3) + (1 - np.cos(th)) / th ** 2 * k + (th - np.sin(th)) / th ** 3 * k @ k
+from ..mesh.pose import perturb, pose_parameter_gradient
 
 
 def pose_matrix(pose, center) -> np.ndarray:
@@ -49,10 +35,7 @@ class _DRR(torch.autograd.Function):
         m = ctx.module
         g = grad.detach().cpu().numpy().astype(np.float64)
         left = m.projector.vjp(ctx.state, g, center=m.center)["pose"]  # (n, 6): (g_omega, g_tau) of N
-        out = np.empty_like(left)
-        for i, (q, gl) in enumerate(zip(ctx.poses, left)):
-            out[i, :3] = left_jacobian(q[:3]) @ gl[:3]
-            out[i, 3:] = rotation_from_vector(q[:3]) @ gl[3:]
+        out = np.stack([pose_parameter_gradient(q, gl) for q, gl in zip(ctx.poses, left)])
         return torch.from_numpy(out).to(dtype=grad.dtype, device=grad.device), None
 
 
