@@ -157,8 +157,10 @@ def build_parser() -> argparse.ArgumentParser:
         "Run 'engine COMMAND --help' for one command's options.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     _add_drr(sub)
+    from .cli_register import add_command as add_register
     from .cli_shape import add_commands
 
+    add_register(sub)
     add_commands(sub)
     return parser
 
