@@ -221,3 +221,21 @@ def test_chain_gradient_with_automatic_spr_matches_central_differences(output):
     assert parts["spr"] > 0.05  # the automatic SPR is in play
     grad = chain.vjp(2 * (img - target))
     _check_grad(loss, paths, grad)
+
+
+def test_chain_two_forwards_then_two_vjps_in_either_order():
+    """forward(..., return_state=True) returns the VJP's state: later forwards do not change what it gives."""
+    chain = PhysicsChain(["soft_tissue", "bone"], tube_spectrum(90.0, bins=8),
+                         scatter=ScatterModel(spr=0.5, sigma0_mm=8.0), output="line_integral", pixel_mm=2.0)
+    rng = np.random.default_rng(4)
+    p0, p1 = rng.uniform(0.1, 4.0, (2, 2, 12, 14))
+    g0, g1 = rng.standard_normal((2, 12, 14))
+    ref0 = (chain.forward(p0), chain.vjp(g0))[1]
+    ref1 = (chain.forward(p1), chain.vjp(g1))[1]
+    _, s0 = chain.forward(p0, return_state=True)
+    img1, parts1, s1 = chain.forward(p1, return_parts=True, return_state=True)
+    np.testing.assert_array_equal(chain.vjp(g1, s1), ref1)
+    np.testing.assert_array_equal(chain.vjp(g0, s0), ref0)
+    assert parts1["spr"] > 0 and img1.shape == (12, 14)
+    with pytest.raises(TypeError, match="PhysicsState"):
+        chain.vjp(g0, state=(p0,))

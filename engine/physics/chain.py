@@ -2,10 +2,13 @@
 
 ``PhysicsChain.forward(paths)`` maps per-material mass thicknesses (M, rows, cols)
 in g/cm^2 to the noiseless, flat-field-normalised image (1 = unattenuated beam),
-or to its negative log.  ``vjp(grad_image)`` returns d(loss)/d(paths) for the last
-forward, so image losses flow back into the CT projector or the mesh renderer.
+or to its negative log.  ``vjp(grad_image, state)`` returns d(loss)/d(paths) for the
+forward that returned ``state`` (``forward(paths, return_state=True)``; without a state,
+the last forward), so image losses flow back into the CT projector or the mesh renderer.
 """
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -13,6 +16,16 @@ from .attenuation import attenuation_table
 from .detector import BeerLambert, Detector
 from .scatter import ScatterModel
 from .spectrum import Spectrum
+
+
+@dataclass(frozen=True, eq=False)
+class PhysicsState:
+    """What :meth:`PhysicsChain.vjp` needs of one forward: its paths (g/cm^2), primary + scatter image, and the
+    scatter model's saved values (None without scatter)."""
+
+    paths: np.ndarray
+    total: np.ndarray
+    scatter: object
 
 
 class PhysicsChain:
@@ -50,9 +63,10 @@ class PhysicsChain:
         """Detector field area (cm^2) of a (rows, cols) image, for the automatic SPR."""
         return shape[0] * shape[1] * (self.pixel_mm / 10.0) ** 2
 
-    def forward(self, paths, return_parts: bool = False):
+    def forward(self, paths, return_parts: bool = False, return_state: bool = False):
         """Noiseless image from (M, rows, cols) g/cm^2; with ``return_parts`` also a dict of
-        ``primary``, ``scatter``, ``water_cm``, ``spr``."""
+        ``primary``, ``scatter``, ``water_cm``, ``spr``; with ``return_state`` also the state :meth:`vjp`
+        needs (last in the returned tuple): forwards and VJPs may then interleave in any order."""
         paths = np.asarray(paths, np.float64)
         if paths.ndim != 3:
             raise ValueError(f"paths must be (materials, rows, cols), got {paths.shape}")
@@ -68,14 +82,20 @@ class PhysicsChain:
         image = primary + scatter
         if self.output == "line_integral":
             image = -np.log(np.maximum(image, 1e-300))
-        self._cache = (paths, primary + scatter, sc_cache)
-        return (image, parts) if return_parts else image
+        self._cache = state = PhysicsState(paths, primary + scatter, sc_cache)
+        out = (image,) + ((parts,) if return_parts else ()) + ((state,) if return_state else ())
+        return out[0] if len(out) == 1 else out
 
-    def vjp(self, grad_image) -> np.ndarray:
-        """d(loss)/d(paths), (M, rows, cols), for d(loss)/d(image) of the last forward."""
-        if self._cache is None:
+    def vjp(self, grad_image, state: "PhysicsState | None" = None) -> np.ndarray:
+        """d(loss)/d(paths), (M, rows, cols), for d(loss)/d(image) of the forward that returned ``state``
+        (default: the last forward)."""
+        if state is None:
+            state = self._cache
+        if state is None:
             raise RuntimeError("call forward() before vjp()")
-        paths, total, sc_cache = self._cache
+        if not isinstance(state, PhysicsState):
+            raise TypeError("state must be the PhysicsState returned by forward(..., return_state=True)")
+        paths, total, sc_cache = state.paths, state.total, state.scatter
         g = np.asarray(grad_image, np.float64)
         if g.shape != total.shape:
             raise ValueError(f"gradient shape {g.shape} differs from the image's {total.shape}")
