@@ -63,9 +63,18 @@ class Registration:
     similarity : {"gncc", "ncc"}
         ``"gncc"`` (default): gradient correlation, blind to the smooth intensity changes scatter adds;
         ``"ncc"``: plain normalised cross-correlation (biased by scatter: see ``demos/register_ct.py``).
+    physics : PhysicsChain, optional
+        Render the DRRs through this physics model (``output="line_integral"``: spectrum, detector, scatter)
+        instead of the attenuation-weighted line integrals, differentiated through its VJP; when it models the
+        X-rays (a calibrated system, or a simulation), the similarity's optimum is not biased by scatter or beam
+        hardening.  Its pixel size should be the cameras' (it is rescaled for binned levels).
     """
 
-    def __init__(self, projector, cameras, targets, *, kev: float = 60.0, similarity: str = "gncc"):
+    def __init__(self, projector, cameras, targets, *, kev: float = 60.0, similarity: str = "gncc",
+                 physics=None):
+        if physics is not None and physics.output != "line_integral":
+            raise ValueError("the physics model must output line integrals -ln(I/I0), like the targets")
+        self.physics = physics
         if similarity not in SIMILARITIES:
             raise ValueError(f"similarity must be one of {sorted(SIMILARITIES)}, got {similarity!r}")
         self.similarity = similarity
@@ -89,14 +98,20 @@ class Registration:
         cams = [(c.binned(binning) if binning > 1 else c).moved(move_inv) for c in self.cameras]
         targets = [bin_image(t, binning) if binning > 1 else t for t in self.targets]
         paths, state = self.projector.forward(cams)  # (n, M, rows, cols) g/cm^2
-        drr = np.tensordot(self.weights, paths.astype(np.float64), axes=([0], [1]))  # (n, rows, cols)
-        g_img = np.empty_like(drr)
+        paths = paths.astype(np.float64)
         nccs = []
+        g_paths = np.empty_like(paths)
         for i, t in enumerate(targets):
-            c, g = SIMILARITIES[self.similarity](drr[i], t)
+            if self.physics is None:
+                drr = np.tensordot(self.weights, paths[i], axes=1)
+            else:
+                self.physics.pixel_mm = cams[i].pixel_size  # the scatter kernels' pixel scale at this binning
+                drr, chain_state = self.physics.forward(paths[i], return_state=True)
+            c, g = SIMILARITIES[self.similarity](drr, t)
             nccs.append(c)
-            g_img[i] = -g / len(targets)  # loss = 1 - mean ncc
-        g_paths = self.weights[None, :, None, None] * g_img[:, None]
+            g = -g / len(targets)  # loss = 1 - mean similarity
+            g_paths[i] = self.weights[:, None, None] * g[None] if self.physics is None \
+                else self.physics.vjp(g, chain_state)
         g_right = self.projector.vjp(state, g_paths, center=self.center)["pose"].sum(axis=0)
         return 1.0 - float(np.mean(nccs)), pose_parameter_gradient(pose, g_right), nccs
 
