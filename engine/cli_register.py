@@ -28,7 +28,8 @@ def add_command(sub):
     p.add_argument("--start", type=float, nargs=6, metavar=("RX", "RY", "RZ", "TX", "TY", "TZ"),
                    help="start pose: rotation vector (degrees) and translation (mm) of the CT about its centre")
     p.add_argument("--similarity", default="gncc", choices=["gncc", "ncc"])
-    p.add_argument("--levels", type=int, nargs="+", default=[4, 2, 1], help="detector binnings, coarse to fine")
+    p.add_argument("--levels", type=int, nargs="+",
+                   help="detector binnings, coarse to fine (default: 8 4 2 1, as long as 16 pixels remain)")
     p.add_argument("--iterations", type=int, default=60, help="at most this many per level")
     p.add_argument("--out", required=True, help="result JSON")
     p.add_argument("--overlay", help="write the before/after images to this PNG (one row per view)")
@@ -57,7 +58,7 @@ def run(args) -> int:
     def progress(level, it, loss, pose):
         print(f"\rbinning {level}: iteration {it + 1:3d}, loss {loss:.5f}", end="", flush=True)
 
-    res = reg.run(start, levels=tuple(args.levels), iterations=args.iterations, callback=progress)
+    res = reg.run(start, levels=args.levels, iterations=args.iterations, callback=progress)
     print()
     move = res.matrix(reg.center)
     out = dict(ct=str(args.ct), images=args.image, cameras=args.camera, center_mm=reg.center.tolist(),

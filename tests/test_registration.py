@@ -102,6 +102,14 @@ def test_registration_brings_the_phantom_back_to_two_simulated_xrays(model):
         assert res.losses[-1] < res.losses[0]
 
 
+def test_default_levels_keep_16_pixels():
+    vol = Volume(density=np.ones((1, 8, 8, 8), np.float32), materials=("soft_tissue",), world_from_index=np.eye(4))
+    proj = VolumeProjector(vol)
+    for n, want in ((128, (8, 4, 2, 1)), (96, (4, 2, 1)), (512, (8, 4, 2, 1)), (20, (1,))):
+        cam = engine.carm(rows=n, cols=n + 7, isocenter=vol.center)
+        assert Registration(proj, [cam], [np.zeros((n, n + 7))]).default_levels() == want
+
+
 def test_registration_rejects_bad_targets():
     vol = Volume(density=np.ones((1, 8, 8, 8), np.float32), materials=("soft_tissue",), world_from_index=np.eye(4))
     proj = VolumeProjector(vol)

@@ -115,12 +115,23 @@ class Registration:
         g_right = self.projector.vjp(state, g_paths, center=self.center)["pose"].sum(axis=0)
         return 1.0 - float(np.mean(nccs)), pose_parameter_gradient(pose, g_right), nccs
 
-    def run(self, pose0=None, *, levels=(4, 2, 1), iterations: int = 60, step_rad: float = 0.02,
+    def default_levels(self, min_pixels: int = 16, max_binning: int = 8) -> tuple:
+        """Binnings 1, 2, 4, ... up to ``max_binning`` that leave at least ``min_pixels`` rows and columns,
+        coarse first (a 128^2 detector: 8, 4, 2, 1; the coarsest level widens the capture range: on the chest
+        CT a start 31 mm mTRE away that 4, 2, 1 left 25 mm off ends 0.06 mm off)."""
+        n = min(min(c.rows, c.cols) for c in self.cameras)
+        levels = [1]
+        while levels[-1] * 2 <= max_binning and n // (levels[-1] * 2) >= min_pixels:
+            levels.append(levels[-1] * 2)
+        return tuple(reversed(levels))
+
+    def run(self, pose0=None, *, levels=None, iterations: int = 60, step_rad: float = 0.02,
             step_mm: float = 2.0, tol: float = 1e-5, patience: int = 10, callback=None) -> RegistrationResult:
-        """Adam from ``pose0`` (default 0) over the detector binnings ``levels`` (coarse to fine), at most
-        ``iterations`` per level; steps ``step_rad`` (rotation) and ``step_mm`` (translation), halved at every
-        level.  ``callback(level, iteration, loss, pose)`` after each iteration."""
+        """Adam from ``pose0`` (default 0) over the detector binnings ``levels`` (coarse to fine; default
+        :meth:`default_levels`), at most ``iterations`` per level; steps ``step_rad`` (rotation) and ``step_mm``
+        (translation), halved at every level.  ``callback(level, iteration, loss, pose)`` after each iteration."""
         t0 = time.perf_counter()
+        levels = self.default_levels() if levels is None else tuple(levels)
         pose = np.zeros(6) if pose0 is None else np.asarray(pose0, np.float64).copy()
         res = RegistrationResult(pose=pose.copy())
         scale = np.array([step_rad] * 3 + [step_mm] * 3)
