@@ -103,9 +103,11 @@ def simulate(scene, camera: Camera, *, meshes=None, mesh_densities: dict | None 
     noise : None, NoiseModel, or a number of photons per pixel (unattenuated, detected)
     seed : int or numpy Generator, for the noise (same seed, same image)
     output : "intensity" (I/I0, flat-field normalised) or "line_integral" (-ln I/I0)
+    step_mm : for a Volume scene: sample rays trilinearly every ``step_mm`` mm (midpoint rule) instead of once
+        per voxel plane (the projector's default sampling)
     return_all : return a :class:`Simulation` with the intermediate maps
     physics : "device" (default): the physics runs in Taichi kernels (:class:`engine.physics.DeviceChain`)
-        on the projector's device field, and only the image crosses to the host (on a GPU the image stays
+        on the projector's device array, and only the image crosses to the host (on a GPU the image stays
         on it from ray marching to the detector value; mesh path lengths are finished on the host and
         uploaded); "numpy": the projector's output is copied to the host and the NumPy
         :class:`PhysicsChain` runs there.  Noiseless images agree to float32 rounding; noisy ones have
