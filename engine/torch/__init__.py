@@ -5,6 +5,8 @@ functions and modules.
   volume poses ``(n, 6)`` (rotation vector, rad; translation, mm), differentiable with respect to the poses.
 - :class:`MeshLengths`: path lengths (mm) through a :class:`engine.mesh.MeshProjector`'s meshes as a function
   of their vertices ``(V, 3)``.
+- :class:`Physics`: the noiseless detector image from per-material mass thickness (g/cm^2) through a
+  :class:`engine.physics.PhysicsChain` (spectrum, detector, scatter, ``-ln``).
 
 Images are computed by Taichi kernels and returned as float32 (float64 with ``storage="f64"``) CPU tensors;
 gradients come from the projector's hand-written adjoint (:meth:`VolumeProjector.vjp`).
@@ -16,5 +18,6 @@ except ImportError as e:  # pragma: no cover - exercised only without torch
 
 from .drr import CTDRR, pose_matrix
 from .mesh import MeshLengths
+from .physics import Physics
 
-__all__ = ["CTDRR", "MeshLengths", "pose_matrix"]
+__all__ = ["CTDRR", "MeshLengths", "Physics", "pose_matrix"]
