@@ -198,12 +198,19 @@ class Objective:
         """(n, rows, cols) path lengths (mm) of the posed instance at the current level; for a two-channel
         loss (n, 2, rows, cols): through the outer surface and through the inner (cortex-offset) one.
         ``record=False``: no gradient will be asked for this render (faster)."""
-        x = self._x = self.shape_pose.vertices(params)
-        if self.shell_mm is None:
-            self.projector.set_vertices(x)
-            return self.projector(self.level_cameras, record=record)[:, 0].astype(np.float64)
-        self.projector.set_vertices(np.concatenate([x, offset_surface(x, self.model.faces, self.shell_mm)]))
-        return self.projector(self.level_cameras, record=record).astype(np.float64)
+        return self._render(params, record)[0]
+
+    def _render(self, params: Params, record: bool):
+        """(path lengths as :meth:`render`, the mesh projector's state for its VJP or None, the vertices)."""
+        x = self.shape_pose.vertices(params)
+        verts = x if self.shell_mm is None else np.concatenate([x, offset_surface(x, self.model.faces, self.shell_mm)])
+        self.projector.set_vertices(verts)
+        if record:
+            img, state = self.projector.forward(self.level_cameras)
+        else:
+            img, state = self.projector(self.level_cameras, record=False), None
+        img = img.astype(np.float64)
+        return (img[:, 0] if self.shell_mm is None else img), state, x
 
     def value(self, params: Params, place_roi: bool = False) -> float:
         """The loss (with the prior, without free displacements) and no gradient; with ``place_roi`` the
@@ -221,14 +228,14 @@ class Objective:
 
 
     def __call__(self, params: Params, free: bool = False):
-        rendered = self.render(params)
+        rendered, state, x = self._render(params, record=True)  # explicit state: no reliance on "the last call"
         val, g_img = self.loss(rendered, self.level_targets)
         if self.shell_mm is None:
-            gx = self.projector.vjp(g_img[:, None])
+            gx = self.projector.vjp(g_img[:, None], state=state)
         else:
-            gx = self.projector.vjp(g_img)
+            gx = self.projector.vjp(g_img, state=state)
             nv = self.model.n_vertices
-            gx = gx[:nv] + offset_surface_vjp(self._x, self.model.faces, self.shell_mm, gx[nv:])  # x of render
+            gx = gx[:nv] + offset_surface_vjp(x, self.model.faces, self.shell_mm, gx[nv:])
         grads = self.shape_pose.backward(params, gx).as_dict()
         c = params.shape
         val += 0.5 * self.prior_weight * float(c[:self.k] @ c[:self.k])
