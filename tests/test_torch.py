@@ -72,6 +72,7 @@ def test_physics_gradcheck_and_an_end_to_end_pose_gradient():
     from engine.physics import PhysicsChain, ScatterModel, tube_spectrum
     from engine.torch import CTDRR, Physics
 
+    torch.manual_seed(0)
     chain = PhysicsChain(["soft_tissue", "bone"], tube_spectrum(90.0, bins=6),
                          scatter=ScatterModel(spr=0.5, sigma0_mm=6.0), output="line_integral", pixel_mm=5.0)
     phys = Physics(chain)
@@ -91,7 +92,7 @@ def test_physics_gradcheck_and_an_end_to_end_pose_gradient():
                         dtype=torch.float64, requires_grad=True)
     loss(pose).backward()
     d = torch.randn(2, 6, dtype=torch.float64)
-    h = 1e-5
+    h = 1e-6  # the DRR is piecewise smooth (kinks where samples cross voxel planes): a small step stays between
     with torch.no_grad():
         fd = (loss(pose + h * d) - loss(pose - h * d)) / (2 * h)
-    assert float((pose.grad * d).sum()) == pytest.approx(float(fd), rel=1e-4)
+    assert float((pose.grad * d).sum()) == pytest.approx(float(fd), rel=1e-5)
