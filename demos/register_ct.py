@@ -51,19 +51,13 @@ def random_start(rng):
     return np.r_[np.deg2rad(rng.uniform(0, MAX_DEG)) * axis, t]
 
 
-def drr_images(reg, pose):
-    """The registration's DRRs (n, rows, cols) at ``pose``."""
-    move_inv = np.linalg.inv(perturb(np.eye(4), pose[:3], pose[3:], center=reg.center))
-    paths = reg.projector([c.moved(move_inv) for c in reg.cameras])
-    return np.tensordot(reg.weights, paths.astype(np.float64), axes=([0], [1]))
-
-
 def save_overlay(path, reg, start, found):
     from PIL import Image
 
     rows = []
+    before, after = reg.drrs(start), reg.drrs(found)
     for i, t in enumerate(reg.targets):
-        panels = [t, drr_images(reg, start)[i], drr_images(reg, found)[i]]
+        panels = [t, before[i], after[i]]
         rows.append(np.concatenate([window_to_uint8(p, (np.percentile(p, 1), np.percentile(p, 99.5)))
                                     for p in panels], axis=1))
     Image.fromarray(np.concatenate(rows, axis=0)).save(path)

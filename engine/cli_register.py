@@ -80,14 +80,8 @@ def _overlay(path, reg, start, found):
     from PIL import Image
 
     from .imageio import window_to_uint8
-    from .mesh.pose import perturb
 
-    def drrs(pose):
-        inv = np.linalg.inv(perturb(np.eye(4), pose[:3], pose[3:], center=reg.center))
-        paths = reg.projector([c.moved(inv) for c in reg.cameras])
-        return np.tensordot(reg.weights, paths.astype(np.float64), axes=([0], [1]))
-
-    before, after = drrs(start), drrs(found)
+    before, after = reg.drrs(start), reg.drrs(found)
     rows = [np.concatenate([window_to_uint8(p) for p in (t, before[i], after[i])], axis=1)
             for i, t in enumerate(reg.targets)]
     Image.fromarray(np.concatenate(rows, axis=0)).save(path)

@@ -90,28 +90,49 @@ class Registration:
                 raise ValueError("a target image contains NaN or inf")
         self.center = projector.volume.center
         self.weights = attenuation_weights(projector.materials, kev)
+        self._targets = {1: self.targets}  # binned targets, per binning
+
+    def cameras_at(self, pose, binning: int = 1) -> list:
+        """The cameras that see the CT moved by ``pose`` (they move by its inverse), detectors binned."""
+        pose = np.asarray(pose, np.float64)
+        move_inv = np.linalg.inv(perturb(np.eye(4), pose[:3], pose[3:], center=self.center))
+        return [(c.binned(binning) if binning > 1 else c).moved(move_inv) for c in self.cameras]
+
+    def targets_at(self, binning: int = 1) -> list:
+        """The target images binned like the detectors (computed once per binning)."""
+        if binning not in self._targets:
+            self._targets[binning] = [bin_image(t, binning) for t in self.targets]
+        return self._targets[binning]
+
+    def _drr(self, paths, cam):
+        """``(image, vjp)``: the image compared with a target, from one view's path lengths (M, rows, cols)
+        g/cm^2, and the map from d loss / d image to d loss / d paths."""
+        if self.physics is None:
+            return np.tensordot(self.weights, paths, axes=1), lambda g: self.weights[:, None, None] * g[None]
+        self.physics.pixel_mm = cam.pixel_size  # the scatter kernels' pixel scale at this binning
+        img, state = self.physics.forward(paths, return_state=True)
+        return img, lambda g: self.physics.vjp(g, state)
+
+    def drrs(self, pose, binning: int = 1) -> list:
+        """The images the loss compares with the targets, at ``pose`` (DRRs, or the physics model's)."""
+        cams = self.cameras_at(pose, binning)
+        paths = self.projector(cams).astype(np.float64)
+        return [self._drr(p, c)[0] for p, c in zip(paths, cams)]
 
     def loss_and_grad(self, pose, binning: int = 1):
         """``(loss, d loss / d pose (6,), ncc per view)`` at ``pose`` on detectors binned by ``binning``."""
         pose = np.asarray(pose, np.float64)
-        move_inv = np.linalg.inv(perturb(np.eye(4), pose[:3], pose[3:], center=self.center))
-        cams = [(c.binned(binning) if binning > 1 else c).moved(move_inv) for c in self.cameras]
-        targets = [bin_image(t, binning) if binning > 1 else t for t in self.targets]
+        cams = self.cameras_at(pose, binning)
+        targets = self.targets_at(binning)
         paths, state = self.projector.forward(cams)  # (n, M, rows, cols) g/cm^2
         paths = paths.astype(np.float64)
         nccs = []
         g_paths = np.empty_like(paths)
         for i, t in enumerate(targets):
-            if self.physics is None:
-                drr = np.tensordot(self.weights, paths[i], axes=1)
-            else:
-                self.physics.pixel_mm = cams[i].pixel_size  # the scatter kernels' pixel scale at this binning
-                drr, chain_state = self.physics.forward(paths[i], return_state=True)
+            drr, drr_vjp = self._drr(paths[i], cams[i])
             c, g = SIMILARITIES[self.similarity](drr, t)
             nccs.append(c)
-            g = -g / len(targets)  # loss = 1 - mean similarity
-            g_paths[i] = self.weights[:, None, None] * g[None] if self.physics is None \
-                else self.physics.vjp(g, chain_state)
+            g_paths[i] = drr_vjp(-g / len(targets))  # loss = 1 - mean similarity
         g_right = self.projector.vjp(state, g_paths, center=self.center)["pose"].sum(axis=0)
         return 1.0 - float(np.mean(nccs)), pose_parameter_gradient(pose, g_right), nccs
 

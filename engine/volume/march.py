@@ -215,28 +215,14 @@ def march_kernel(n_mat: int, storage: str, nb: int):
 
 @functools.lru_cache(maxsize=None)
 def _clip(real=None):
-    """``clip(src, d, lo, hi) -> (t0, t1)``: a Taichi function (see its comment), in the type ``real``."""
+    """``(clip, clip_faces)``: Taichi functions clipping a ray to a box (see their comments), in type ``real``."""
     ti = backend.ti_module()
     real = real or ti.f32
 
     @ti.func
-    def clip(src, d, lo, hi):
-        # the ray src + t d, t in [0, 1], clipped to the box [lo, hi]: (t0, t1), empty when t1 <= t0
-        t0, t1 = ti.cast(0.0, real), ti.cast(1.0, real)
-        for a in ti.static(range(3)):
-            if ti.abs(d[a]) < 1e-12:
-                if src[a] < lo[a] or src[a] > hi[a]:
-                    t1 = -1.0
-            else:
-                ta = (lo[a] - src[a]) / d[a]
-                tb = (hi[a] - src[a]) / d[a]
-                t0 = ti.max(t0, ti.min(ta, tb))
-                t1 = ti.min(t1, ti.max(ta, tb))
-        return t0, t1
-
-    @ti.func
     def clip_faces(src, d, lo, hi):
-        # clip, also returning the axis of the box face that sets t0 and t1 (-1 where the bound 0 or 1 does)
+        # the ray src + t d, t in [0, 1], clipped to the box [lo, hi]: (t0, t1), empty when t1 <= t0, and the
+        # axis of the box face that sets t0 and t1 (-1 where the bound 0 or 1 does)
         t0, t1 = ti.cast(0.0, real), ti.cast(1.0, real)
         f0, f1 = -1, -1
         for a in ti.static(range(3)):
@@ -253,6 +239,12 @@ def _clip(real=None):
                     t1 = ti.max(ta, tb)
                     f1 = a
         return t0, t1, f0, f1
+
+    @ti.func
+    def clip(src, d, lo, hi):
+        # the ray src + t d, t in [0, 1], clipped to the box [lo, hi]: (t0, t1), empty when t1 <= t0
+        t0, t1, _, _ = clip_faces(src, d, lo, hi)
+        return t0, t1
 
     return clip, clip_faces
 

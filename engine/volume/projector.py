@@ -30,7 +30,7 @@ import numpy as np
 
 from .. import backend
 from ..geometry import Camera
-from .march import (BLOCK, VULKAN_BUFFER_BYTES, brick_slices, march_kernel, n_bricks, planes_kernel,
+from .march import (BLOCK, MAX_BRICKS, VULKAN_BUFFER_BYTES, brick_slices, march_kernel, n_bricks, planes_kernel,
                     planes_vjp_kernel, upload_kernel)
 from .materials import Volume
 from .projection_grad import ProjectionState, pose_gradient_from_rays
@@ -274,9 +274,13 @@ class VolumeProjector:
                               stacklevel=3)
         return cams
 
-    def _launch(self, views: np.ndarray, out, row0: int) -> None:
+    def _brick_args(self) -> list:
+        """The kernels' MAX_BRICKS brick parameters: the bricks, then any array of the type for the unused."""
         b = self._bricks
-        bricks = b + [b[0]] * (16 - len(b))  # unused brick parameters: any array of the type
+        return b + [b[0]] * (MAX_BRICKS - len(b))
+
+    def _launch(self, views: np.ndarray, out, row0: int) -> None:
+        bricks = self._brick_args()
         ni, nj, nk = self.volume.shape
         if self.sampling == "planes":
             self._planes(*bricks, self._slices, ni, nj, nk, out, views, len(views), row0, self._lin)
@@ -286,14 +290,13 @@ class VolumeProjector:
 
     def _chunks(self, n: int, rows: int, cols: int):
         """(view, n_views, row0, n_rows) pieces whose output fits one device buffer."""
-        m = len(self.materials) * np.dtype(self.dtype).itemsize // 4  # in float32 units below
-        if self._limit is None or n * m * rows * cols * 4 <= self._limit:
+        row_bytes = len(self.materials) * cols * np.dtype(self.dtype).itemsize  # one detector row, all materials
+        if self._limit is None or n * rows * row_bytes <= self._limit:
             return [(0, n, 0, rows)]
-        per_view = m * rows * cols * 4
-        if per_view <= self._limit:
-            nv = self._limit // per_view
+        if rows * row_bytes <= self._limit:
+            nv = self._limit // (rows * row_bytes)
             return [(v, min(nv, n - v), 0, rows) for v in range(0, n, nv)]
-        nr = max(1, self._limit // (m * cols * 4))
+        nr = max(1, self._limit // row_bytes)
         return [(v, 1, r, min(nr, rows - r)) for v in range(n) for r in range(0, rows, nr)]
 
     def __call__(self, cameras) -> np.ndarray:
@@ -308,9 +311,14 @@ class VolumeProjector:
         (M, rows, cols) float32 for one camera, (n, M, rows, cols) for a sequence;
         g/cm^2 per material, in the order of ``self.materials``.
         """
-        t = time.perf_counter()
         single = isinstance(cameras, Camera)
-        cams = self._cameras(cameras)
+        img = self._render(self._cameras(cameras))
+        return img[0] if single else img
+
+    def _render(self, cams) -> np.ndarray:
+        """(n, M, rows, cols) images of validated cameras (:meth:`_cameras`), in pieces where one buffer is
+        too small."""
+        t = time.perf_counter()
         rows, cols = cams[0].rows, cams[0].cols
         views = self._view_params(cams)
         chunks = self._chunks(len(cams), rows, cols)
@@ -325,7 +333,7 @@ class VolumeProjector:
                 self._launch(np.ascontiguousarray(views[v:v + nv]), out, r)
                 img[v:v + nv, :, r:r + nr] = out.to_numpy()
         self.last_seconds = time.perf_counter() - t
-        return img[0] if single else img
+        return img
 
     def render_field(self, cameras):
         """Render like :meth:`__call__` but leave the image on the device.
@@ -360,8 +368,8 @@ class VolumeProjector:
             this stage, so renders and their VJPs may interleave in any order.
         """
         single = isinstance(cameras, Camera)
-        cams = self._cameras(cameras)
-        img = self(cams)
+        cams = self._cameras(cameras)  # validated (and warned about) once
+        img = self._render(cams)
         return (img[0] if single else img), ProjectionState(tuple(cams), single, img.shape)
 
     def vjp(self, state: ProjectionState, grad, *, pose: bool = True, density: bool = False, center=None) -> dict:
@@ -414,9 +422,7 @@ class VolumeProjector:
         gvol = self._gvol
         if density:
             gvol.fill(0)
-        b = self._bricks
-        bricks = b + [b[0]] * (16 - len(b))
-        kernel(*bricks, self._slices, ni, nj, nk, g, self._view_params(cams), n, 0, self._lin, gray, gvol)
+        kernel(*self._brick_args(), self._slices, ni, nj, nk, g, self._view_params(cams), n, 0, self._lin, gray, gvol)
         out = {}
         rays = gray.to_numpy().astype(np.float64)
         if pose:
