@@ -332,3 +332,23 @@ def test_two_forwards_then_two_vjps_in_either_order_with_the_vertices_moved_betw
     assert np.abs(g0).max() > 0 and np.abs(g1).max() > 0
     with pytest.raises(ValueError, match="shape"):
         mp.vjp(w1, state=s0)
+
+
+def test_device_finishing_equals_scipy_block_mean_then_gaussian_filter():
+    """Supersampling and soft edges run on the device (engine.mesh.finish): the image is scipy's zero-padded
+    Gaussian (truncate 4) of the block mean of the sub-pixel rays, and render_field holds the same values."""
+    from scipy.ndimage import gaussian_filter
+
+    from engine.geometry import bin_image
+
+    base = icosphere(1.0, 3)
+    cam = carm(primary=20, sid=300, sdd=500, rows=23, cols=17, pixel_size=2.5)
+    sharp = MeshProjector(make_mesh(base.vertices * 15.0, base.faces), "bone", precision=64)([cam.subdivided(2)] * 2)
+    mp = MeshProjector(make_mesh(base.vertices * 15.0, base.faces), "bone", precision=64, supersample=2,
+                       soft_sigma_px=1.3)
+    want = gaussian_filter(bin_image(sharp, 2), sigma=(0, 0, 1.3, 1.3), mode="constant", truncate=4.0)
+    img = mp([cam, cam])
+    np.testing.assert_allclose(img, want, atol=1e-11)
+    field, shape = mp.render_field([cam, cam])
+    assert shape == (2, 1, 23, 17)
+    np.testing.assert_allclose(field.to_numpy()[:img.size].reshape(shape), want, atol=1e-11)

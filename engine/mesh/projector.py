@@ -55,9 +55,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from .. import backend
-from ..geometry import Camera, bin_image
+from ..geometry import Camera
 from .bvh import build_bvh
 from .bvh_device import DeviceArrays, DeviceBVH
+from .finish import Finisher
 from .mesh import Mesh
 from .raster import raster_kernel
 from .ray_triangle import VIEW_STRIDE, ray_funcs
@@ -330,6 +331,7 @@ class MeshProjector:
         self._trace = trace_kernel(bits, len(self.materials)) if method == "bvh" else None
         self._adjoint = adjoint_kernel(bits)
         self._zero, self._copy = _util_kernels()
+        self._finisher = Finisher(self.supersample, self.soft_sigma_px, bits, mem)
         self.set_vertices(verts)
 
     # ------------------------------------------------------------------ lifetime
@@ -455,6 +457,25 @@ class MeshProjector:
             (M, rows, cols) mm for one Camera, (n, M, rows, cols) for a list (float32, or float64 with
             ``precision=64``); M = ``len(self.materials)``.
         """
+        single = isinstance(cameras, Camera)
+        field, shape = self._render(cameras, record)
+        img = self._read(field, shape, self._np_real)  # float32, or float64 with precision=64
+        return img[0] if single else img
+
+    def render_field(self, cameras, record: bool = True):
+        """Render like :meth:`__call__` but leave the finished image on the device.
+
+        Returns
+        -------
+        field : flat Taichi ndarray of the projector's float type, holding the (n, M, rows, cols) image (mm) in
+            its first n M rows cols elements (n = 1 for one Camera); the projector's own buffer, overwritten
+            by the next render: read it, do not write it.
+        shape : (n, M, rows, cols)
+        """
+        return self._render(cameras, record)
+
+    def _render(self, cameras, record: bool):
+        """Trace the rays and finish the image on the device (block mean, blur); returns (flat field, shape)."""
         self._check_open()
         single = isinstance(cameras, Camera)
         cams = [cameras] if single else list(cameras)
@@ -466,8 +487,8 @@ class MeshProjector:
         ss = self.supersample
         if ss > 1:
             cams = [c.subdivided(ss) for c in cams]
-        n, rows, cols = len(cams), rows * ss, cols * ss
-        n_mat, k, npix = len(self.materials), self.max_hits, n * rows * cols
+        n, sub_rows, sub_cols = len(cams), rows * ss, cols * ss
+        n_mat, k, npix = len(self.materials), self.max_hits, n * sub_rows * sub_cols
         views_np = np.ascontiguousarray(self._views(cams), self._np_real).ravel()
         views = self._buffer("views", self.real, views_np.size)
         out = self._buffer("out", self.real, npix * n_mat)
@@ -480,24 +501,20 @@ class MeshProjector:
         if self.method == "raster":
             self._zero(out, npix * n_mat)
             self._zero(hit_n, npix)
-            overflow = self._raster(mem["verts"], mem["faces"], mem["face_mat"], views, n, rows, cols, n_mat, k,
-                                    out, hit_tri, hit_n, bool(record))
+            overflow = self._raster(mem["verts"], mem["faces"], mem["face_mat"], views, n, sub_rows, sub_cols, n_mat,
+                                    k, out, hit_tri, hit_n, bool(record))
         else:
             tr = self.tree
             if self._tree_stale:
                 tr.refit(mem["verts"], self._pad)
                 self._tree_stale = False
             overflow = self._trace(mem["face_mat"], tr.lo, tr.hi, tr.right, tr.first, tr.count, tr.order, tr.tri,
-                                   views, n, rows, cols, k, out, hit_tri, hit_n, bool(record))
+                                   views, n, sub_rows, sub_cols, k, out, hit_tri, hit_n, bool(record))
         if overflow:
             raise RuntimeError(f"a ray hit more than max_hits={self.max_hits} triangles or the BVH is deeper than "
                                f"{STACK}: build the MeshProjector with a larger max_hits")
-        self._last = (n, rows, cols) if record else None
-        img = self._read(out, (n, n_mat, rows, cols), self._np_real)  # float32, or float64 with precision=64
-        if ss > 1:
-            img = bin_image(img, ss).astype(img.dtype)
-        img = self._soften(img)
-        return img[0] if single else img
+        self._last = (n, sub_rows, sub_cols) if record else None
+        return self._finisher.forward(out, n * n_mat, rows, cols), (n, n_mat, rows, cols)
 
     def forward(self, cameras):
         """Render like :meth:`__call__` (recording the hits) and return what :meth:`vjp` needs.
@@ -536,15 +553,6 @@ class MeshProjector:
             raise RuntimeError("render (with record=True) before asking for hit counts")
         return self._read(self._mem["hit_n"], self._last, np.float32)
 
-    def _soften(self, img: np.ndarray) -> np.ndarray:
-        """Gaussian blur over (rows, cols) of an (n, M, rows, cols) stack; identity when soft_sigma_px == 0."""
-        if self.soft_sigma_px == 0:
-            return img
-        from scipy.ndimage import gaussian_filter
-
-        return gaussian_filter(img, sigma=(0, 0, self.soft_sigma_px, self.soft_sigma_px), mode="constant",
-                               truncate=4.0)
-
     def vjp(self, grad_lengths, state: MeshProjectionState | None = None) -> np.ndarray:
         """d(loss)/d(vertices) for d(loss)/d(path lengths) of a render.
 
@@ -582,13 +590,14 @@ class MeshProjector:
         if g.ndim != 4 or (g.shape[0], g.shape[1], g.shape[2] * ss, g.shape[3] * ss) != (n, n_mat, rows, cols):
             raise ValueError(f"gradient shape {g.shape} differs from the output's "
                              f"{(n, n_mat, rows // ss, cols // ss)}")
-        g = self._soften(g)  # the zero-padded symmetric blur is its own adjoint
-        if ss > 1:  # adjoint of the block mean: each sub-pixel gets its pixel's gradient / ss^2
-            g = np.repeat(np.repeat(g, ss, axis=2), ss, axis=3) / ss ** 2
+        if not np.all(np.isfinite(g)):
+            raise ValueError("gradient contains NaN or inf")
         g = np.ascontiguousarray(g, self._np_real).ravel()
         mem = self._mem
         grad = self._buffer("grad", self.real, g.size)
         self._copy(grad, g, g.size)
+        # the adjoint of the finishing steps, on the device: the blur (its own adjoint), then the block mean's
+        grad = self._finisher.adjoint(grad, n * n_mat, rows // ss, cols // ss)
         vgrad = mem["vgrad"]
         self._zero(vgrad, vgrad.shape[0])
         self._adjoint(verts, mem["faces"], mem["face_mat"], views, n, rows, cols, n_mat, self.max_hits, hit_tri,

@@ -11,16 +11,23 @@ supersampling and soft edges).  Only the final image crosses to the host (:meth:
 or it is handed over as a Taichi ndarray (:meth:`run`).
 
 Noiseless images agree with the NumPy chain to float32 rounding (float32 arithmetic here,
-float64 there); noisy images have the same distribution, not the same samples.  There is
-no device VJP: gradients go through :meth:`PhysicsChain.vjp`.
+float64 there); noisy images have the same distribution, not the same samples.
+
+Gradients on the device: :meth:`DeviceChain.snapshot` keeps the frame's mass thickness (a device
+copy: the explicit saved state of this stage) and :meth:`DeviceChain.vjp` maps d loss / d image to
+d loss / d mass thickness with the adjoint kernels of :mod:`.device_chain_vjp` (noise is not
+differentiated).  :meth:`PhysicsChain.vjp` (NumPy, float64) is the reference the tests hold it to.
 
 Build once per (materials, spectrum, detector, scatter, output, pixel size) and reuse across
 frames: buffers are allocated for the first detector shape and kept while it stays the same.
 """
+from dataclasses import dataclass
+
 import numpy as np
 
 from .. import backend
 from . import device_beer_lambert as dbl
+from . import device_chain_vjp as dvjp
 from .chain import PhysicsChain
 from .detector import Detector
 from .device_noise import detect
@@ -28,6 +35,15 @@ from .device_rng import seed_u32
 from .device_scatter import DeviceScatter
 from .scatter import ScatterModel
 from .spectrum import Spectrum
+
+
+@dataclass(frozen=True, eq=False)
+class DeviceChainState:
+    """What :meth:`DeviceChain.vjp` needs of one frame: a device copy of its mass thickness (M, rows, cols)
+    g/cm^2 (the chain's material order)."""
+
+    mass: object
+    shape: tuple
 
 
 class DeviceChain:
@@ -56,6 +72,7 @@ class DeviceChain:
         self._w = self._upload(self.host.bl.w)  # (E,)
         self._water = self._upload(self.host.water_equivalent)  # (M,) cm per g/cm^2
         self._shape = None
+        self._adj = None  # the VJP's buffers, made on first use
 
     def _upload(self, a):
         a = np.ascontiguousarray(a, np.float32)
@@ -152,6 +169,87 @@ class DeviceChain:
         self.reset(*p.shape[1:])
         self.add_array(p, self.materials)
         return self.image(**noise)
+
+    def snapshot(self) -> DeviceChainState:
+        """The current frame's saved state for :meth:`vjp` (a device copy of its mass thickness)."""
+        if self._shape is None:
+            raise RuntimeError("call reset() and add mass thickness before snapshot()")
+        mass = self._ti.ndarray(self._ti.f32, self.mass.shape)
+        mass.copy_from(self.mass)
+        return DeviceChainState(mass, self._shape)
+
+    def _adjoint_buffers(self, rows: int, cols: int):
+        if self._adj is not None and self._adj["shape"] == (rows, cols):
+            return self._adj
+        ti = self._ti
+        a = {"shape": (rows, cols), "grad": ti.ndarray(ti.f32, (rows, cols)),
+             "primary": ti.ndarray(ti.f32, (rows, cols)), "water": ti.ndarray(ti.f32, (rows, cols)),
+             "g_total": ti.ndarray(ti.f32, (rows, cols)), "gf_rows": ti.ndarray(ti.f32, (rows,)),
+             "g_scalars": ti.ndarray(ti.f32, (3,)), "g_mass": ti.ndarray(ti.f32, (len(self.materials), rows, cols))}
+        if self.scatter is not None:  # a scatter instance of its own: the forward's buffers stay as they were
+            sc = a["sc"] = DeviceScatter(self.scatter, (rows, cols), self.host.pixel_mm, self.host.spectrum.kvp)
+            a["g_fc"] = ti.ndarray(ti.f32, sc.fc.shape)
+            a["g_coarse"] = ti.ndarray(ti.f32, sc.coarse.shape)
+        else:  # placeholders for the kernels' scatter arguments
+            z = np.zeros(1, np.float32)
+            a["nosc"] = (self._upload(np.zeros((1, 1))), ti.ndarray(ti.i32, (1,)), self._upload(z),
+                         ti.ndarray(ti.i32, (1,)), self._upload(z), self._upload(np.zeros(5)))
+            a["g_coarse"], a["centres"] = self._upload(np.zeros((1, 1, 1))), self._upload(np.array([0.0, 1.0]))
+        self._adj = a
+        return a
+
+    def vjp(self, grad, state: DeviceChainState, *, host: bool = True):
+        """d loss / d mass thickness of the frame ``state`` was taken from, for d loss / d image ``grad``.
+
+        Parameters
+        ----------
+        grad : (rows, cols) array_like or float32 Taichi ndarray, per unit of the output (I/I0 or -ln)
+        state : DeviceChainState from :meth:`snapshot`
+        host : return a NumPy array (default), else the chain's own (M, rows, cols) float32 Taichi ndarray
+            (overwritten by the next VJP)
+
+        Returns
+        -------
+        (M, rows, cols) float32, per g/cm^2, the chain's material order.  The noiseless image's gradient
+        (noise is not differentiated).
+        """
+        if not isinstance(state, DeviceChainState):
+            raise TypeError("state must be the DeviceChainState returned by snapshot()")
+        rows, cols = state.shape
+        a = self._adjoint_buffers(rows, cols)
+        if isinstance(grad, self._ti.Ndarray):
+            if tuple(grad.shape) != (rows, cols):
+                raise ValueError(f"gradient shape {tuple(grad.shape)} differs from the image's {(rows, cols)}")
+            g = grad
+        else:
+            gn = np.asarray(grad, np.float32)
+            if gn.shape != (rows, cols):
+                raise ValueError(f"gradient shape {gn.shape} differs from the image's {(rows, cols)}")
+            if not np.all(np.isfinite(gn)):
+                raise ValueError("gradient contains NaN or inf")
+            g = a["grad"]
+            g.from_numpy(np.ascontiguousarray(gn))
+        m = len(self.materials)
+        dbl.primary_and_water(state.mass, self._mu, self._w, self._water, a["primary"], a["water"], m)
+        line = int(self.output == "line_integral")
+        if self.scatter is None:
+            fc, rj, rt, cj, ct, scalars = a["nosc"]
+            dvjp.total_grad(g, a["primary"], fc, rj, rt, cj, ct, scalars, 0, line, a["g_total"], a["gf_rows"])
+            dvjp.pixel_grad(state.mass, self._mu, self._w, self._water, a["primary"], a["water"], a["g_total"],
+                            a["g_coarse"], a["g_scalars"], a["centres"], 1.0, 1, 0.0, 0, a["g_mass"], m, 1)
+        else:
+            sc = a["sc"]
+            sc.run(a["primary"], a["water"])
+            dvjp.total_grad(g, a["primary"], sc.fc, *sc.up, sc.scalars, 1, line, a["g_total"], a["gf_rows"])
+            dvjp.scale_grad(a["gf_rows"], sc.scalars, sc.block_sums, float(sc.spr_slope), a["g_scalars"])
+            a["g_fc"].fill(0.0)
+            dvjp.upsample_adjoint(a["g_total"], a["water"], *sc.up, sc.scalars, a["g_scalars"], sc.min_water_cm,
+                                  a["g_fc"])
+            dvjp.convolve_each(a["g_fc"], sc.taps, sc.radii, sc.tmp, a["g_coarse"])
+            dvjp.pixel_grad(state.mass, self._mu, self._w, self._water, a["primary"], a["water"], a["g_total"],
+                            a["g_coarse"], a["g_scalars"], sc.centres, float(self.scatter.tau_cm), sc.f,
+                            sc.min_water_cm, 1, a["g_mass"], m, sc.n_groups)
+        return a["g_mass"].to_numpy() if host else a["g_mass"]
 
     def parts(self) -> dict:
         """Host copies of the last run's intermediate images: ``paths`` (M, rows, cols) g/cm^2, ``primary``,
