@@ -6,7 +6,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .geometry import Camera
-from .physics import Detector, NoiseModel, PhysicsChain, ScatterModel, Spectrum, preset, tube_spectrum
+from .physics import Detector, PhysicsChain, ScatterModel, Spectrum
+from .simulator import Simulator, mesh_scales, noise_model, resolve_spectrum
 from .volume import Volume, VolumeProjector
 
 
@@ -23,31 +24,6 @@ class Simulation:
     spr: float
     quanta_per_pixel: float | None  # effective quanta of the unattenuated beam (None: no noise)
     spectrum: Spectrum = field(repr=False)
-
-
-def _spectrum(spectrum, mono_kev, bins):
-    if mono_kev is not None:
-        if spectrum is not None:
-            raise ValueError("give either spectrum or mono_kev, not both")
-        return Spectrum.monochromatic(float(mono_kev))
-    if spectrum is None:
-        return preset("fluoro90", bins=bins)
-    if isinstance(spectrum, Spectrum):
-        return spectrum
-    if isinstance(spectrum, str):
-        return preset(spectrum, bins=bins)
-    return tube_spectrum(float(spectrum), bins=bins)
-
-
-def _mesh_scales(meshes, densities: dict | None) -> list:
-    """g/cm^2 per mm of each mesh material: density (g/cm^3) / 10."""
-    from .physics import get_material
-
-    out = []
-    for name in meshes.materials:
-        rho = (densities or {}).get(name, None)
-        out.append((get_material(name).density if rho is None else float(rho)) / 10.0)
-    return out
 
 
 def mass_thickness(camera: Camera, volume=None, meshes=None, densities: dict | None = None):
@@ -69,7 +45,7 @@ def mass_thickness(camera: Camera, volume=None, meshes=None, densities: dict | N
         parts += list(zip(volume.materials, volume(camera).astype(np.float64)))
     if meshes is not None:
         lengths = meshes(camera).astype(np.float64)
-        for name, length, scale in zip(meshes.materials, lengths, _mesh_scales(meshes, densities)):
+        for name, length, scale in zip(meshes.materials, lengths, mesh_scales(meshes.materials, densities)):
             parts.append((name, length * scale))
     if not parts:
         raise ValueError("nothing to render: give a volume and/or meshes")
@@ -106,10 +82,9 @@ def simulate(scene, camera: Camera, *, meshes=None, mesh_densities: dict | None 
     step_mm : for a Volume scene: sample rays trilinearly every ``step_mm`` mm (midpoint rule) instead of once
         per voxel plane (the projector's default sampling)
     return_all : return a :class:`Simulation` with the intermediate maps
-    physics : "device" (default): the physics runs in Taichi kernels (:class:`engine.physics.DeviceChain`)
-        on the projector's device array, and only the image crosses to the host (on a GPU the image stays
-        on it from ray marching to the detector value; mesh path lengths are finished on the host and
-        uploaded); "numpy": the projector's output is copied to the host and the NumPy
+    physics : "device" (default): a :class:`engine.Simulator` renders it (the CT's and the meshes' images
+        and the physics stay on the device; only the image crosses to the host); for many frames build a
+        Simulator once instead; "numpy": the projectors' outputs are copied to the host and the NumPy
         :class:`PhysicsChain` runs there.  Noiseless images agree to float32 rounding; noisy ones have
         the same statistics but not the same samples (different generators).
 
@@ -125,7 +100,7 @@ def simulate(scene, camera: Camera, *, meshes=None, mesh_densities: dict | None 
         raise TypeError(f"scene must be a Volume, a VolumeProjector or None, got {type(scene).__name__}")
     if not isinstance(camera, Camera):
         raise TypeError("simulate renders one Camera at a time")
-    spec = _spectrum(spectrum, mono_kev, bins)
+    spec = resolve_spectrum(spectrum, mono_kev, bins)
     sc = ScatterModel() if scatter is True else (scatter or None)
     if sc is not None and not isinstance(sc, ScatterModel):
         raise TypeError("scatter must be a bool or a ScatterModel")
@@ -133,7 +108,7 @@ def simulate(scene, camera: Camera, *, meshes=None, mesh_densities: dict | None 
         raise ValueError(f"output must be 'intensity' or 'line_integral', got {output!r}")
     if physics == "device":
         return _simulate_device(proj, camera, meshes, mesh_densities, spec, detector, sc, noise, seed, output,
-                                return_all)
+                                return_all, owns=not isinstance(scene, VolumeProjector))
     if physics != "numpy":
         raise ValueError(f"physics must be 'device' or 'numpy', got {physics!r}")
     materials, paths = mass_thickness(camera, proj, meshes, mesh_densities)
@@ -141,7 +116,7 @@ def simulate(scene, camera: Camera, *, meshes=None, mesh_densities: dict | None 
                          pixel_mm=camera.pixel_size)
     clean, parts = chain.forward(paths, return_parts=True)
     image, n_eff = clean, None
-    nm = _noise_model(noise)
+    nm = noise_model(noise)
     if nm is not None:
         n_eff = nm.quanta(spec, chain.bl.detector, camera.pixel_size, camera.sdd)
         rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
@@ -158,30 +133,19 @@ def simulate(scene, camera: Camera, *, meshes=None, mesh_densities: dict | None 
                       spectrum=spec)
 
 
-def _noise_model(noise):
-    return noise if isinstance(noise, NoiseModel) or noise is None else NoiseModel(photons=float(noise))
-
-
-def _simulate_device(proj, camera, meshes, mesh_densities, spec, detector, sc, noise, seed, output, return_all):
-    """simulate(physics="device"): projector field -> DeviceChain -> one copy of the image to the host."""
-    from .physics.device_chain import DeviceChain
-
-    if proj is None and meshes is None:
-        raise ValueError("nothing to render: give a volume and/or meshes")
-    names = tuple(dict.fromkeys(list(proj.materials if proj is not None else [])
-                                + list(meshes.materials if meshes is not None else [])))
-    chain = DeviceChain(names, spec, detector=detector, scatter=sc, output=output, pixel_mm=camera.pixel_size)
-    chain.reset(camera.rows, camera.cols)
-    if proj is not None:
-        chain.add_field(proj.render_field(camera), proj.materials)
-    if meshes is not None:  # supersampling and soft edges are finished on the host: upload the lengths (mm)
-        chain.add_array(meshes(camera), meshes.materials, scale=_mesh_scales(meshes, mesh_densities))
-    nm = _noise_model(noise)
-    n_eff = None if nm is None else nm.quanta(spec, chain.host.bl.detector, camera.pixel_size, camera.sdd)
-    image = chain.image(quanta=n_eff, electronic_std=0.0 if nm is None else nm.electronic_std, seed=seed)
-    if not return_all:
-        return image
-    parts = chain.parts()
-    return Simulation(image=image, paths=parts["paths"], materials=names, primary=parts["primary"],
-                      scatter=parts["scatter"], noiseless=parts["noiseless"], spr=parts["spr"],
-                      quanta_per_pixel=n_eff, spectrum=spec)
+def _simulate_device(proj, camera, meshes, mesh_densities, spec, detector, sc, noise, seed, output, return_all,
+                     owns: bool):
+    """simulate(physics="device"): one frame of a Simulator over the given projectors."""
+    sim = Simulator(proj, meshes, mesh_densities=mesh_densities, spectrum=spec, detector=detector,
+                    scatter=sc if sc is not None else False, noise=noise, output=output)
+    try:
+        image = sim(camera, seed=seed)
+        if not return_all:
+            return image
+        parts = sim.parts()
+        return Simulation(image=image, paths=parts["paths"], materials=sim.materials, primary=parts["primary"],
+                          scatter=parts["scatter"], noiseless=parts["noiseless"], spr=parts["spr"],
+                          quanta_per_pixel=sim.quanta(camera), spectrum=spec)
+    finally:
+        if owns and proj is not None:
+            proj.close()

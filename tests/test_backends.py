@@ -21,7 +21,9 @@ def _scene(arch, tmp_path, ct=None):
     r = subprocess.run([sys.executable, str(HERE / "backend_scene.py"), "--arch", arch, "--out", str(out)] + extra,
                        capture_output=True, text=True, timeout=900)
     if r.returncode != 0:
-        if arch == "vulkan" and ("vulkan" in r.stderr.lower() or "arch" in r.stderr.lower()):
+        # only Taichi not starting on Vulkan is a reason to skip (backend.init's "requested but Taichi started
+        # on ..."); any other failure of the Vulkan process (e.g. Taichi initialised early on the CPU) fails
+        if arch == "vulkan" and "requested but Taichi started on" in r.stderr:
             pytest.skip(f"Taichi's Vulkan backend does not start here (install mesa-vulkan-drivers libvulkan1): "
                         f"{r.stderr.strip().splitlines()[-1] if r.stderr.strip() else r.returncode}")
         raise AssertionError(f"backend_scene.py --arch {arch} failed:\n{r.stdout}\n{r.stderr}")

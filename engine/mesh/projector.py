@@ -528,22 +528,29 @@ class MeshProjector:
             interleave in any order (``vjp(grad, state=state)``).
         """
         img = self(cameras, record=True)
+        return img, self.snapshot(single=img.ndim == 3)
+
+    def snapshot(self, single: bool = False) -> "MeshProjectionState":
+        """The saved state of the last recorded render (:meth:`forward` returns it; a device user of
+        :meth:`render_field` takes it after the render).  ``single``: that render was of one Camera."""
+        self._check_open()
+        if self._last is None:
+            raise RuntimeError("render with record=True before taking a snapshot")
         n, rows, cols = self._last
         npix = n * rows * cols
         mem = self._mem
 
-        def snapshot(name, dtype, size):
+        def copy(name, dtype, size):
             a = self._ti.ndarray(dtype, (max(size, 1),))
             self._copy(a, mem[name], size)
             return a
 
-        state = MeshProjectionState(
-            verts=snapshot("verts", self.real, mem.size("verts")),
-            views=snapshot("views", self.real, n * VIEW_STRIDE),
-            hit_tri=snapshot("hit_tri", self._ti.i32, npix * self.max_hits),
-            hit_n=snapshot("hit_n", self._ti.f32, npix),
-            shape=(n, rows, cols), single=img.ndim == 3)
-        return img, state
+        return MeshProjectionState(
+            verts=copy("verts", self.real, mem.size("verts")),
+            views=copy("views", self.real, n * VIEW_STRIDE),
+            hit_tri=copy("hit_tri", self._ti.i32, npix * self.max_hits),
+            hit_n=copy("hit_n", self._ti.f32, npix),
+            shape=(n, rows, cols), single=bool(single))
 
     def hit_counts(self) -> np.ndarray:
         """Hits per ray of the last recorded render, (n, rows, cols) float32 (sub-pixel rays with supersampling;

@@ -35,7 +35,7 @@ def primary_and_water(mass: ti.types.ndarray(dtype=ti.f32, ndim=3), mu: ti.types
 
 
 @ti.kernel
-def add_channel(dst: ti.types.ndarray(dtype=ti.f32, ndim=3), dst_channel: ti.i32, src: ti.types.ndarray(dtype=ti.f32, ndim=4), view: ti.i32,
+def add_channel(dst: ti.types.ndarray(dtype=ti.f32, ndim=3), dst_channel: ti.i32, src: ti.types.ndarray(ndim=4), view: ti.i32,
                 src_channel: ti.i32, scale: ti.f32):
     """dst[dst_channel] += scale * src[view, src_channel] for a projector's (n, M, rows, cols) device array."""
     for r, c in ti.ndrange(dst.shape[1], dst.shape[2]):
@@ -48,3 +48,20 @@ def add_array(dst: ti.types.ndarray(dtype=ti.f32, ndim=3), dst_channel: ti.i32,
     """dst[dst_channel] += scale * src[src_channel] for a (M, rows, cols) device array."""
     for r, c in ti.ndrange(dst.shape[1], dst.shape[2]):
         dst[dst_channel, r, c] += scale * src[src_channel, r, c]
+
+
+@ti.kernel
+def add_flat(dst: ti.types.ndarray(dtype=ti.f32, ndim=3), dst_channel: ti.i32, src: ti.types.ndarray(ndim=1),
+             offset: ti.i32, scale: ti.f32):
+    """dst[dst_channel] += scale * the (rows, cols) image at ``offset`` of a flat device array (any float type),
+    e.g. one view and material of a mesh projector's ``render_field``."""
+    cols = dst.shape[2]
+    for r, c in ti.ndrange(dst.shape[1], cols):
+        dst[dst_channel, r, c] += scale * ti.cast(src[offset + r * cols + c], ti.f32)
+
+
+@ti.kernel
+def copy_view(dst: ti.types.ndarray(dtype=ti.f32, ndim=3), view: ti.i32, src: ti.types.ndarray(dtype=ti.f32, ndim=2)):
+    """dst[view] = src (a frame into a batch of images)."""
+    for r, c in ti.ndrange(src.shape[0], src.shape[1]):
+        dst[view, r, c] = src[r, c]

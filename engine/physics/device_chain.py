@@ -116,6 +116,21 @@ class DeviceChain:
         for k, name in enumerate(materials):
             dbl.add_channel(self.mass, self._channel(name), field, int(view), k, float(scale))
 
+    def add_flat(self, field, materials, *, view: int = 0, scale=1.0) -> None:
+        """Add a flat device array holding (n, M', rows, cols) values (any float type; e.g. a mesh projector's
+        ``render_field``, mm) for view ``view``, channel by material name, times ``scale`` (a number or one per
+        channel: density / 10 turns mm into g/cm^2)."""
+        if self._shape is None:
+            raise RuntimeError("call reset(rows, cols) before adding mass thickness")
+        rows, cols = self._shape
+        m = len(materials)
+        if field.shape[0] < (view + 1) * m * rows * cols:
+            raise ValueError(f"the flat field holds {field.shape[0]} values, fewer than view {view} of "
+                             f"({m}, {rows}, {cols}) needs")
+        scales = np.broadcast_to(np.asarray(scale, np.float64), (m,))
+        for k, name in enumerate(materials):
+            dbl.add_flat(self.mass, self._channel(name), field, (view * m + k) * rows * cols, float(scales[k]))
+
     def add_array(self, paths, materials, *, scale=1.0) -> None:
         """Add host path lengths (M', rows, cols) (g/cm^2 times ``scale``), channel by material name;
         ``scale`` a number or one per channel."""
@@ -130,13 +145,15 @@ class DeviceChain:
             self._staging.from_numpy(p[k:k + 1])
             dbl.add_array(self.mass, self._channel(name), self._staging, 0, float(scales[k]))
 
-    def run(self, *, quanta: float | None = None, electronic_std: float = 0.0, seed=None):
+    def run(self, *, quanta: float | None = None, electronic_std: float = 0.0, seed=None, key: int | None = None):
         """Compute the frame on the device; returns the image as a (rows, cols) float32 Taichi ndarray
         (overwritten by the next run).
 
         quanta : effective quanta per pixel of the unattenuated beam (``NoiseModel.quanta``); None = no noise
         electronic_std : electronic noise, quanta per pixel
         seed : int, None (fresh entropy) or numpy Generator; same seed, same image
+        key : the 32-bit device seed itself (instead of ``seed``; :class:`engine.Simulator` gives view i of a
+            batch ``seed_u32(seed) + i``)
         """
         if self._shape is None:
             raise RuntimeError("call reset() and add mass thickness before run()")
@@ -153,7 +170,7 @@ class DeviceChain:
         else:
             tables = self._nosc
         detect(self.primary, *tables, int(self.scatter is not None), float(quanta or 0.0), float(electronic_std),
-               seed_u32(seed) if quanta else 0, int(self.output == "line_integral"), self.scatter_image,
+               (seed_u32(seed) if key is None else int(key) % 2**32) if quanta else 0, int(self.output == "line_integral"), self.scatter_image,
                self.clean, self.out)
         return self.out
 

@@ -335,6 +335,10 @@ class VolumeProjector:
         self.last_seconds = time.perf_counter() - t
         return img
 
+    def batch_fits(self, n: int, rows: int, cols: int) -> bool:
+        """Whether n views of rows x cols pixels fit one device buffer (:meth:`render_field` renders them)."""
+        return len(self._chunks(int(n), int(rows), int(cols))) == 1
+
     def render_field(self, cameras):
         """Render like :meth:`__call__` but leave the image on the device.
 

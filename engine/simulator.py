@@ -1,0 +1,304 @@
+"""A scene and its physics built once, rendered per batch of cameras, forwards and backwards: ``Simulator``.
+
+``Simulator(ct, meshes, spectrum=..., scatter=..., noise=...)`` uploads the CT (a :class:`Volume`, or a
+:class:`VolumeProjector` to share) and holds the meshes (a :class:`MeshProjector`), and keeps one device physics
+chain (:class:`engine.physics.DeviceChain`) per detector pixel pitch.  A call renders a batch of cameras:
+
+1. the CT projector's per-material line integrals (g/cm^2) and the meshes' path lengths (mm, supersampled and
+   softened on the device: :mod:`engine.mesh.finish`) stay on the device, where each view's frame adds them up
+   per material (mesh lengths times density / 10);
+2. the device chain turns each frame into the detector image (Beer-Lambert with the spectrum and detector
+   response, scatter, noise, output units), written into one batch buffer;
+3. the batch crosses to the host once.
+
+:meth:`Simulator.forward` also returns a :class:`SimulatorState` (the stages' explicit states: cameras, the
+meshes' recorded hits, each frame's mass thickness on the device) and :meth:`Simulator.vjp` chains the stages'
+adjoints: the device chain's (:mod:`engine.physics.device_chain_vjp`), then the CT projector's (rigid pose of
+the volume, voxel densities) and the mesh projector's (vertices).  Noise is not differentiated: the gradient of
+a noisy image is its noiseless image's.  The per-material gradient images cross to the host once per batch
+between the chain's and the projectors' adjoints (the projectors' VJPs take host gradients; the pose
+gradient's final sum runs on the host).
+
+Units: images in I/I0 (flat-field normalised) or -ln I/I0; poses in radians and mm (the convention of
+:mod:`engine.mesh.pose`); vertices in mm, world frame; densities in g/cm^3.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import backend
+from .geometry import Camera
+from .physics import Detector, NoiseModel, ScatterModel, Spectrum, get_material, preset, tube_spectrum
+from .volume import Volume, VolumeProjector
+from .volume.projection_grad import ProjectionState
+
+
+def resolve_spectrum(spectrum=None, mono_kev: float | None = None, bins: int = 32) -> Spectrum:
+    """A Spectrum from a Spectrum, a preset name, a kVp (spekpy, 2.5 mm Al), or ``mono_kev`` (keV);
+    default the ``fluoro90`` preset."""
+    if mono_kev is not None:
+        if spectrum is not None:
+            raise ValueError("give either spectrum or mono_kev, not both")
+        return Spectrum.monochromatic(float(mono_kev))
+    if spectrum is None:
+        return preset("fluoro90", bins=bins)
+    if isinstance(spectrum, Spectrum):
+        return spectrum
+    if isinstance(spectrum, str):
+        return preset(spectrum, bins=bins)
+    return tube_spectrum(float(spectrum), bins=bins)
+
+
+def mesh_scales(materials, densities: dict | None) -> list:
+    """g/cm^2 per mm of each mesh material: density (g/cm^3) / 10; ``densities`` overrides the nominal ones of
+    :func:`engine.physics.get_material` (e.g. titanium 4.506, cortical bone 1.92)."""
+    out = []
+    for name in materials:
+        rho = (densities or {}).get(name, None)
+        rho = get_material(name).density if rho is None else float(rho)
+        if not (np.isfinite(rho) and rho >= 0):
+            raise ValueError(f"density of {name!r} must be a finite number >= 0 g/cm^3, got {rho!r}")
+        out.append(rho / 10.0)
+    return out
+
+
+def noise_model(noise) -> NoiseModel | None:
+    """None, a NoiseModel, or a number of detected photons per pixel of the unattenuated beam."""
+    return noise if isinstance(noise, NoiseModel) or noise is None else NoiseModel(photons=float(noise))
+
+
+@dataclass(frozen=True, eq=False)
+class SimulatorState:
+    """What :meth:`Simulator.vjp` needs of one :meth:`Simulator.forward`: its cameras, the CT projector's and the
+    meshes' saved states (None where the scene has no CT or no meshes), and each view's frame (device copies of
+    its mass thickness)."""
+
+    cameras: tuple
+    single: bool
+    ct: ProjectionState | None
+    mesh: object
+    frames: tuple
+
+
+class Simulator:
+    """X-ray images of a CT and/or meshes for batches of cameras, with gradients.
+
+    Parameters
+    ----------
+    ct : Volume or VolumeProjector, optional
+        The CT's per-material densities; a Volume is uploaded here (and freed by :meth:`close`), a
+        VolumeProjector is used as it is (shared, not closed here).
+    meshes : MeshProjector, optional
+        Closed meshes (implants, tools, bones); their path lengths times each material's density.
+    mesh_densities : {material: g/cm^3}, optional
+        Densities of the mesh materials (default: nominal, :func:`engine.physics.get_material`).
+    spectrum, mono_kev, bins : the beam (:func:`resolve_spectrum`); default the ``fluoro90`` preset
+    detector : Detector (default: energy-integrating CsI 0.6 mm)
+    scatter : bool or ScatterModel
+    noise : None, NoiseModel or photons per pixel of the unattenuated beam
+    output : "intensity" (I/I0) or "line_integral" (-ln I/I0)
+
+    Examples
+    --------
+    >>> sim = Simulator(volume, meshes, spectrum="fluoro90", scatter=True)     # doctest: +SKIP
+    >>> images, state = sim.forward(cameras)            # (n, rows, cols)
+    >>> grads = sim.vjp(state, dloss_dimages)           # {"ct_pose": (n, 6), "vertices": (V, 3)}
+    """
+
+    def __init__(self, ct=None, meshes=None, *, mesh_densities: dict | None = None, spectrum=None,
+                 mono_kev: float | None = None, bins: int = 32, detector: Detector | None = None, scatter=False,
+                 noise=None, output: str = "intensity"):
+        from .mesh import MeshProjector
+
+        if ct is None and meshes is None:
+            raise ValueError("nothing to render: give a CT (Volume or VolumeProjector) and/or meshes")
+        self._owns_ct = isinstance(ct, Volume)
+        if self._owns_ct:
+            ct = VolumeProjector(ct)
+        elif ct is not None and not isinstance(ct, VolumeProjector):
+            raise TypeError(f"ct must be a Volume or a VolumeProjector, got {type(ct).__name__}")
+        if meshes is not None and not isinstance(meshes, MeshProjector):
+            raise TypeError(f"meshes must be a MeshProjector, got {type(meshes).__name__}")
+        if output not in ("intensity", "line_integral"):
+            raise ValueError(f"output must be 'intensity' or 'line_integral', got {output!r}")
+        sc = ScatterModel() if scatter is True else (scatter or None)
+        if sc is not None and not isinstance(sc, ScatterModel):
+            raise TypeError("scatter must be a bool or a ScatterModel")
+        if int(bins) != bins or bins < 1:
+            raise ValueError(f"bins must be a positive integer, got {bins!r}")
+        self.ct = ct
+        self.meshes = meshes
+        self.spectrum = resolve_spectrum(spectrum, mono_kev, int(bins))
+        self.detector = detector
+        self.scatter = sc
+        self.noise = noise_model(noise)
+        self.output = output
+        self.materials = tuple(dict.fromkeys(list(ct.materials if ct is not None else [])
+                                             + list(meshes.materials if meshes is not None else [])))
+        self.mesh_scale = mesh_scales(meshes.materials, mesh_densities) if meshes is not None else []
+        self._chains = {}
+        self._images = None
+        self._last_chain = None
+        self._closed = False
+
+    # ------------------------------------------------------------------ lifetime
+    def close(self) -> None:
+        """Free the CT's device copy if this simulator uploaded it, and the chains' buffers; idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._owns_ct and self.ct is not None:
+            self.ct.close()
+        self._chains.clear()
+        self._images = self._last_chain = None
+
+    def __enter__(self) -> "Simulator":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def chain(self, pixel_mm: float):
+        """The device physics chain (:class:`engine.physics.DeviceChain`) of detectors with this pixel pitch (mm),
+        built on first use."""
+        from .physics.device_chain import DeviceChain  # kernels: imported when first used, not by ``import engine``
+
+        key = float(pixel_mm)
+        if key not in self._chains:
+            self._chains[key] = DeviceChain(self.materials, self.spectrum, detector=self.detector,
+                                            scatter=self.scatter, output=self.output, pixel_mm=key)
+        return self._chains[key]
+
+    def quanta(self, camera: Camera) -> float | None:
+        """Effective quanta per pixel of the unattenuated beam at this camera (None without noise)."""
+        if self.noise is None:
+            return None
+        return self.noise.quanta(self.spectrum, self.chain(camera.pixel_size).host.bl.detector, camera.pixel_size,
+                                 camera.sdd)
+
+    # ------------------------------------------------------------------ forward
+    def __call__(self, cameras, *, seed=None) -> np.ndarray:
+        """Images of a Camera ((rows, cols) float32) or of a list of cameras sharing the detector shape
+        ((n, rows, cols)).  ``seed`` (int, None or numpy Generator) drives the noise: view i of a batch draws
+        from ``seed_u32(seed) + i``, so one camera gives what :func:`engine.simulate` gives with that seed."""
+        return self._run(cameras, seed, record=False)[0]
+
+    def forward(self, cameras, *, seed=None):
+        """Render like :meth:`__call__` and return ``(images, SimulatorState)`` for :meth:`vjp`."""
+        return self._run(cameras, seed, record=True)
+
+    def _cameras(self, cameras):
+        if self._closed:
+            raise RuntimeError("this Simulator is closed (make a new one)")
+        single = isinstance(cameras, Camera)
+        cams = [cameras] if single else list(cameras)
+        if not cams or any(not isinstance(c, Camera) for c in cams):
+            raise TypeError("expected a Camera or a non-empty list of Cameras")
+        if any((c.rows, c.cols) != (cams[0].rows, cams[0].cols) for c in cams):
+            raise ValueError("all cameras of a batch must share the detector shape (rows, cols)")
+        return single, cams
+
+    def _ct_fields(self, cams):
+        """view i -> (device field, its index there): the CT's (n, M, rows, cols) image in one buffer when it
+        fits the device's largest buffer (Vulkan: 128 MiB), else rendered view by view."""
+        if self.ct.batch_fits(len(cams), cams[0].rows, cams[0].cols):
+            field = self.ct.render_field(cams)
+            return lambda i: (field, i)
+        return lambda i: (self.ct.render_field([cams[i]]), 0)
+
+    def _run(self, cameras, seed, record: bool):
+        from .physics import device_beer_lambert as dbl
+        from .physics.device_rng import seed_u32
+
+        single, cams = self._cameras(cameras)
+        n, rows, cols = len(cams), cams[0].rows, cams[0].cols
+        ti = backend.ti_module()
+        if self._images is None or tuple(self._images.shape) != (n, rows, cols):
+            self._images = None
+            self._images = ti.ndarray(ti.f32, (n, rows, cols))
+        ct_state = mesh_state = None
+        ct_view = None
+        if self.ct is not None:
+            ct_view = self._ct_fields(cams)
+            ct_state = ProjectionState(tuple(cams), single, (n, len(self.ct.materials), rows, cols))
+        if self.meshes is not None:
+            mesh_field, _ = self.meshes.render_field(cams, record=record)
+            if record:
+                mesh_state = self.meshes.snapshot(single=single)
+        key0 = seed_u32(seed) if self.noise is not None else 0
+        frames = []
+        for i, cam in enumerate(cams):
+            chain = self.chain(cam.pixel_size)
+            chain.reset(rows, cols)
+            if ct_view is not None:
+                field, view = ct_view(i)
+                chain.add_field(field, self.ct.materials, view=view)
+            if self.meshes is not None:
+                chain.add_flat(mesh_field, self.meshes.materials, view=i, scale=self.mesh_scale)
+            q = self.quanta(cam)
+            img = chain.run(quanta=q, electronic_std=0.0 if q is None else self.noise.electronic_std,
+                            key=key0 + i)
+            dbl.copy_view(self._images, i, img)
+            if record:
+                frames.append(chain.snapshot())
+            self._last_chain = chain
+        images = self._images.to_numpy()
+        images = images[0] if single else images
+        if not record:
+            return images, None
+        return images, SimulatorState(tuple(cams), single, ct_state, mesh_state, tuple(frames))
+
+    def parts(self) -> dict:
+        """Host copies of the last view's intermediate images (see :meth:`DeviceChain.parts`)."""
+        if self._last_chain is None:
+            raise RuntimeError("render before asking for parts")
+        return self._last_chain.parts()
+
+    # ------------------------------------------------------------------ gradients
+    def vjp(self, state: SimulatorState, grad, *, ct_pose: bool = True, density: bool = False,
+            vertices: bool = True, center=None) -> dict:
+        """Gradients of a loss given d loss / d images of the :meth:`forward` that returned ``state``.
+
+        Parameters
+        ----------
+        grad : the images' shape ((rows, cols) or (n, rows, cols)), per unit of the output
+        ct_pose : return ``"ct_pose"``, (n, 6) per view: d loss / d (rotation vector rad, translation mm) of a
+            rigid move of the CT in the world frame about ``center`` (default the volume's centre):
+            :meth:`VolumeProjector.vjp`'s convention
+        density : return ``"density"``, (M, I, J, K) d loss / d density (per g/cm^3) of the CT's materials
+        vertices : return ``"vertices"``, (V, 3) d loss / d mesh vertices (per mm, world frame)
+
+        Also returned: ``"mass_thickness"``, (n, M, rows, cols) d loss / d g/cm^2 per material of
+        :attr:`materials` (the chain's adjoint, before the projectors').
+        """
+        if self._closed:
+            raise RuntimeError("this Simulator is closed (make a new one)")
+        if not isinstance(state, SimulatorState):
+            raise TypeError("state must be the SimulatorState returned by forward()")
+        n = len(state.cameras)
+        rows, cols = state.cameras[0].rows, state.cameras[0].cols
+        g = np.asarray(grad, np.float64)
+        want = (rows, cols) if state.single else (n, rows, cols)
+        if g.shape != want:
+            raise ValueError(f"grad has shape {g.shape}, the forward's images {want}")
+        if not np.all(np.isfinite(g)):
+            raise ValueError("grad contains NaN or inf")
+        g = g.reshape(n, rows, cols)
+        gm = np.stack([self.chain(cam.pixel_size).vjp(g[i], state.frames[i])
+                       for i, cam in enumerate(state.cameras)]).astype(np.float64)
+        out = {"mass_thickness": gm}
+        if self.ct is not None and (ct_pose or density):
+            idx = [self.materials.index(m) for m in self.ct.materials]
+            g_ct = gm[:, idx]
+            got = self.ct.vjp(state.ct, g_ct[0] if state.single else g_ct, pose=ct_pose, density=density, center=center)
+            if ct_pose:
+                out["ct_pose"] = got["pose"]
+            if density:
+                out["density"] = got["density"]
+        if self.meshes is not None and vertices:
+            idx = [self.materials.index(m) for m in self.meshes.materials]
+            g_len = gm[:, idx] * np.asarray(self.mesh_scale)[None, :, None, None]
+            out["vertices"] = self.meshes.vjp(g_len, state=state.mesh)
+        return out
