@@ -222,7 +222,8 @@ class Simulator:
         ct_view = None
         if self.ct is not None:
             ct_view = self._ct_fields(cams)
-            ct_state = ProjectionState(tuple(cams), single, (n, len(self.ct.materials), rows, cols))
+            ct_state = ProjectionState(tuple(cams), single, (n, len(self.ct.materials), rows, cols),
+                                       self.ct.density_version)
         if self.meshes is not None:
             mesh_field, _ = self.meshes.render_field(cams, record=record)
             if record:

@@ -110,3 +110,21 @@ def test_vjp_errors_name_the_problem():
         proj.vjp(state, np.full_like(w, np.nan))
     with pytest.raises(TypeError, match="ProjectionState"):
         proj.vjp(None, w)
+
+
+def test_set_density_renders_the_new_densities_and_stale_states_are_refused():
+    vol, cams, w = _scene(4)
+    proj = VolumeProjector(vol, max_buffer_bytes=24 * 1024)  # several bricks: the upload covers each
+    assert proj.n_bricks > 1
+    _, state = proj.forward(cams)
+    new = vol.density[::-1].copy() * 1.5
+    proj.set_density(new)
+    want = VolumeProjector(Volume(density=new, materials=vol.materials, world_from_index=vol.world_from_index),
+                           max_buffer_bytes=24 * 1024)(cams)
+    np.testing.assert_array_equal(proj(cams), want)
+    with pytest.raises(ValueError, match="densities changed"):
+        proj.vjp(state, w)
+    with pytest.raises(ValueError, match="shape"):
+        proj.set_density(new[:, :3])
+    with pytest.raises(ValueError, match="NaN"):
+        proj.set_density(np.full_like(new, np.nan))

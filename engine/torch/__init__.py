@@ -2,7 +2,8 @@
 functions and modules.
 
 - :class:`CTDRR`: per-material CT DRRs (g/cm^2) of a :class:`engine.volume.VolumeProjector` for a batch of
-  volume poses ``(n, 6)`` (rotation vector, rad; translation, mm), differentiable with respect to the poses.
+  volume poses ``(n, 6)`` (rotation vector, rad; translation, mm) or ``(n, 4, 4)`` rigid matrices, and optionally
+  a density volume tensor ``(M, I, J, K)`` (g/cm^3), differentiable with respect to both.
 - :class:`MeshLengths`: path lengths (mm) through a :class:`engine.mesh.MeshProjector`'s meshes as a function
   of their vertices ``(V, 3)``.
 - :class:`Physics`: the noiseless detector image from per-material mass thickness (g/cm^2) through a

@@ -22,6 +22,7 @@ class ProjectionState:
     cameras: tuple
     single: bool
     shape: tuple
+    version: int = 0  # the projector's density version (VolumeProjector.set_density)
 
 
 def pose_gradient_from_rays(cam, ray_grads, index_from_world, center) -> np.ndarray:

@@ -144,20 +144,18 @@ class VolumeProjector:
         self._real = ti.f64 if storage == "f64" else ti.f32
         s = self._slices = brick_slices(nk, nj, ni, m * elem, self._limit)
         nb = n_bricks(nk, s)
-        upload = upload_kernel(storage)
         self._bricks = []
         for b in range(nb):  # brick b: slices b*s .. b*s + s (one shared with the next brick)
-            k0, k1 = b * s, min(b * s + s + 1, nk) if nb > 1 else nk
+            k0, k1 = self._brick_range(b, nb)
             size = (k1 - k0) * nj * ni * m
             if size >= 2**31:
                 raise ValueError(f"the volume ({ni} x {nj} x {nk} voxels x {m} materials) exceeds 2^31 values per "
                                  "device buffer, which the kernels index with 32-bit integers: set max_buffer_bytes "
                                  "to split it, or downsample")
             # a flat (k, j, i, material) array: see engine.volume.march
-            brick = ti.ndarray({"f16": ti.f16, "f32": ti.f32, "f64": ti.f64}[storage], (size,))
-            for c in range(m):  # channel by channel: no transposed copy of the whole volume on the host
-                upload(brick, m, c, np.ascontiguousarray(volume.density[c][:, :, k0:k1], self.dtype))
-            self._bricks.append(brick)
+            self._bricks.append(ti.ndarray({"f16": ti.f16, "f32": ti.f32, "f64": ti.f64}[storage], (size,)))
+        self._version = 0  # bumped by set_density: a forward's state names the densities it saw
+        self._upload(volume.density)
         self._march = march_kernel(m, storage, nb)
         self._planes = planes_kernel(m, storage, nb)
         self._blocks = None  # the uniform-block table of midpoint sampling, made on first use
@@ -167,6 +165,47 @@ class VolumeProjector:
         self._index_from_world = np.linalg.inv(volume.world_from_index)
         self._out = None
         self.last_seconds = float("nan")
+
+    def _brick_range(self, b: int, nb: int):
+        """Slices k0..k1 (exclusive) of brick b of nb (neighbours share one slice)."""
+        s, nk = self._slices, self.volume.shape[2]
+        return b * s, (min(b * s + s + 1, nk) if nb > 1 else nk)
+
+    def _upload(self, density: np.ndarray) -> None:
+        upload = upload_kernel(self.storage)
+        m = density.shape[0]
+        for b, brick in enumerate(self._bricks):
+            k0, k1 = self._brick_range(b, len(self._bricks))
+            for c in range(m):  # channel by channel: no transposed copy of the whole volume on the host
+                upload(brick, m, c, np.ascontiguousarray(density[c][:, :, k0:k1], self.dtype))
+
+    @property
+    def density_version(self) -> int:
+        """How many times :meth:`set_density` replaced the densities (a forward's state records it)."""
+        return self._version
+
+    def set_density(self, density) -> None:
+        """Replace the volume's densities (same shape, materials and grid), uploading them in place.
+
+        Parameters
+        ----------
+        density : (M, I, J, K) array_like, g/cm^3, finite and >= 0
+
+        A :meth:`forward` state made before this call no longer matches the volume: :meth:`vjp` refuses it.
+        The device gets the values in its storage type (float64 with ``storage="f64"``, for gradient checks);
+        :attr:`volume` holds a float32 copy.
+        """
+        if self.closed:
+            raise RuntimeError("this VolumeProjector is closed: its device memory was freed (make a new one)")
+        d = np.asarray(density, np.float64 if self.storage == "f64" else np.float32)
+        if d.shape != self.volume.density.shape:
+            raise ValueError(f"density must have the volume's shape {self.volume.density.shape}, got {d.shape}")
+        self.volume = Volume(density=d, materials=self.volume.materials,
+                             world_from_index=self.volume.world_from_index)  # validates: finite, >= 0
+        self._upload(d)
+        self._blocks = None
+        self._uniform_fraction = None
+        self._version += 1
 
     def _block_table(self):
         """The uniform-block table (u8, k, j, i) on the device, computed on first use (midpoint sampling)."""
@@ -374,7 +413,8 @@ class VolumeProjector:
         single = isinstance(cameras, Camera)
         cams = self._cameras(cameras)  # validated (and warned about) once
         img = self._render(cams)
-        return (img[0] if single else img), ProjectionState(tuple(cams), single, img.shape)
+        return (img[0] if single else img), ProjectionState(tuple(cams), single, img.shape,
+                                                                       self._version)
 
     def vjp(self, state: ProjectionState, grad, *, pose: bool = True, density: bool = False, center=None) -> dict:
         """Gradients of a loss, given its gradient ``grad`` with respect to the images of a :meth:`forward`.
@@ -402,6 +442,9 @@ class VolumeProjector:
             raise RuntimeError("this VolumeProjector is closed: its device memory was freed (make a new one)")
         if not isinstance(state, ProjectionState):
             raise TypeError("state must be the ProjectionState returned by forward()")
+        if state.version != self._version:
+            raise ValueError("the volume's densities changed (set_density) since this forward: its gradient would "
+                             "be of other densities; render again")
         if self.sampling != "planes":
             raise NotImplementedError("gradients are implemented for plane sampling (the default), not midpoint")
         if density and self.n_bricks != 1:
