@@ -87,7 +87,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--trials", type=int, default=20)
     ap.add_argument("--size", type=int, default=128)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--similarity", default="gncc", choices=["gncc", "ncc"])
+    ap.add_argument("--similarity", default="gncc", choices=["gncc", "ncc", "patch_ncc", "multiscale_ncc"])
     ap.add_argument("--out", default=str(ROOT / "out" / "register_ct"))
     args = ap.parse_args(argv)
     out = Path(args.out)

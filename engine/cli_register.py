@@ -27,7 +27,7 @@ def add_command(sub):
     p.add_argument("--camera", action="append", default=[], help="its camera JSON; repeat, same order")
     p.add_argument("--start", type=float, nargs=6, metavar=("RX", "RY", "RZ", "TX", "TY", "TZ"),
                    help="start pose: rotation vector (degrees) and translation (mm) of the CT about its centre")
-    p.add_argument("--similarity", default="gncc", choices=["gncc", "ncc"])
+    p.add_argument("--similarity", default="gncc", choices=["gncc", "ncc", "patch_ncc", "multiscale_ncc"])
     p.add_argument("--levels", type=int, nargs="+",
                    help="detector binnings, coarse to fine (default: 8 4 2 1, as long as 16 pixels remain)")
     p.add_argument("--iterations", type=int, default=60, help="at most this many per level")

@@ -4,7 +4,8 @@ import pytest
 
 import engine
 from engine.mesh.pose import perturb, pose_parameter_gradient
-from engine.registration import Registration, gradient_ncc_grad, mtre, ncc_grad
+from engine.registration import (Registration, gradient_ncc_grad, mtre, multiscale_ncc_grad, ncc_grad,
+                                 patch_ncc_grad)
 from engine.volume import Volume, VolumeProjector
 
 
@@ -37,6 +38,35 @@ def test_gradient_ncc_gradient_matches_central_differences_and_ignores_smooth_ba
     assert gradient_ncc_grad(a + 5.0, a)[0] == pytest.approx(1.0)
     ramp = 0.05 * (xx + yy)
     assert gradient_ncc_grad(a + ramp, a)[0] > ncc_grad(a + ramp, a)[0]
+
+
+@pytest.mark.parametrize("fn", [lambda a, b: patch_ncc_grad(a, b, patch=4), multiscale_ncc_grad])
+def test_patch_and_multiscale_ncc_gradients_match_central_differences(fn):
+    rng = np.random.default_rng(7)
+    a, b = rng.random((19, 17)), rng.random((19, 17))
+    v, g = fn(a, b)
+    assert -1 < v < 1
+    for _ in range(3):
+        d = rng.standard_normal(a.shape)
+        h = 1e-6
+        fd = (fn(a + h * d, b)[0] - fn(a - h * d, b)[0]) / (2 * h)
+        assert (g * d).sum() == pytest.approx(fd, rel=1e-6)
+    assert fn(3 * b - 2, b)[0] == pytest.approx(1.0)
+
+
+def test_patch_ncc_is_blind_to_a_gain_that_changes_from_tile_to_tile():
+    """Each tile its own gain and offset: a target whose brightness steps between tiles still scores 1 with the
+    tiled NCC, while plain NCC drops."""
+    rng = np.random.default_rng(1)
+    a = rng.random((16, 16))
+    gain = np.kron(np.array([[1.0, 3.0], [0.5, 2.0]]), np.ones((8, 8)))
+    b = gain * a + np.kron(np.array([[0.0, 1.0], [2.0, -1.0]]), np.ones((8, 8)))
+    assert patch_ncc_grad(a, b, patch=8)[0] == pytest.approx(1.0)
+    assert ncc_grad(a, b)[0] < 0.8
+    with pytest.raises(ValueError, match="patch"):
+        patch_ncc_grad(a, b, patch=1)
+    with pytest.raises(ValueError, match="scales"):
+        multiscale_ncc_grad(a, b, scales=(1, 16))
 
 
 def test_pose_parameter_gradient_composes_right_moves():

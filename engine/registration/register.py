@@ -20,9 +20,10 @@ import numpy as np
 
 from ..geometry import bin_image
 from ..mesh.pose import perturb, pose_parameter_gradient
-from .similarity import gradient_ncc_grad, ncc_grad
+from .similarity import gradient_ncc_grad, multiscale_ncc_grad, ncc_grad, patch_ncc_grad
 
-SIMILARITIES = {"ncc": ncc_grad, "gncc": gradient_ncc_grad}
+SIMILARITIES = {"ncc": ncc_grad, "gncc": gradient_ncc_grad, "patch_ncc": patch_ncc_grad,
+                "multiscale_ncc": multiscale_ncc_grad}
 
 
 @dataclass
@@ -62,7 +63,9 @@ class Registration:
         Effective energy of the DRR's material weights.
     similarity : {"gncc", "ncc"}
         ``"gncc"`` (default): gradient correlation, blind to the smooth intensity changes scatter adds;
-        ``"ncc"``: plain normalised cross-correlation (biased by scatter: see ``demos/register_ct.py``).
+        ``"ncc"``: plain normalised cross-correlation (biased by scatter: see ``demos/register_ct.py``);
+        ``"patch_ncc"``: mean NCC over 8 x 8-pixel tiles (local gain and offset); ``"multiscale_ncc"``: mean NCC
+        of the image block-averaged 1x, 2x and 4x.
     physics : PhysicsChain, optional
         Render the DRRs through this physics model (``output="line_integral"``: spectrum, detector, scatter)
         instead of the attenuation-weighted line integrals, differentiated through its VJP; when it models the

@@ -2,7 +2,9 @@
 
 ``ncc(a, b)``: normalised cross-correlation of two images (1 = equal up to gain and offset), invariant to
 the affine intensity changes between a DRR and an X-ray (units, exposure, a monotone but unknown physics
-approximated to first order).  ``ncc_grad(a, b)`` returns it with ``d ncc / d a``.
+approximated to first order).  ``ncc_grad(a, b)`` returns it with ``d ncc / d a``.  Variants, each with its
+exact gradient: :func:`gradient_ncc_grad` (NCC of image differences), :func:`patch_ncc_grad` (mean NCC over
+tiles: local gain and offset), :func:`multiscale_ncc_grad` (mean NCC over block-averaged scales).
 """
 import numpy as np
 
@@ -54,4 +56,63 @@ def gradient_ncc_grad(a, b):
         pad[axis] = (0, 1)
         hi = np.pad(g, pad)
         grad += 0.5 * (lo - hi)
+    return total, grad
+
+
+def patch_ncc_grad(a, b, patch: int = 8):
+    """``(patch ncc, d / d a)``: the mean NCC over non-overlapping ``patch x patch`` tiles (pixels; the last
+    row and column of tiles take what is left, at least half a tile, else they join their neighbour).
+
+    Local correlation: each tile has its own gain and offset, so a DRR matches an X-ray whose intensity
+    relation drifts across the image (scatter, the heel effect, a different beam hardening), and a strong edge
+    in one place cannot outweigh the rest.  Tiles of constant content contribute 0 (as :func:`ncc_grad`).
+    """
+    a = np.asarray(a, np.float64)
+    b = np.asarray(b, np.float64)
+    if a.shape != b.shape or a.ndim != 2:
+        raise ValueError(f"need two 2-D images of one shape, got {a.shape} and {b.shape}")
+    if int(patch) != patch or patch < 2:
+        raise ValueError(f"patch must be an integer >= 2 pixels, got {patch!r}")
+    grad = np.zeros_like(a)
+    edges = [_tile_edges(n, int(patch)) for n in a.shape]
+    total, count = 0.0, 0
+    for r0, r1 in zip(edges[0][:-1], edges[0][1:]):
+        for c0, c1 in zip(edges[1][:-1], edges[1][1:]):
+            c, g = ncc_grad(a[r0:r1, c0:c1], b[r0:r1, c0:c1])
+            total += c
+            grad[r0:r1, c0:c1] = g
+            count += 1
+    return total / count, grad / count
+
+
+def _tile_edges(n: int, patch: int) -> list:
+    """Tile boundaries along an axis of n pixels: tiles of ``patch``, a remainder under half a tile merged."""
+    edges = list(range(0, n, patch)) + [n]
+    if len(edges) > 2 and edges[-1] - edges[-2] < patch / 2:
+        del edges[-2]
+    return edges
+
+
+def multiscale_ncc_grad(a, b, scales=(1, 2, 4)):
+    """``(multi-scale ncc, d / d a)``: the mean NCC of the images block-averaged by each factor in ``scales``
+    (pixels; the edge remainder is cropped).  Coarse scales widen the basin of attraction, the finest keeps
+    the optimum where the images agree."""
+    a = np.asarray(a, np.float64)
+    b = np.asarray(b, np.float64)
+    if a.shape != b.shape or a.ndim != 2:
+        raise ValueError(f"need two 2-D images of one shape, got {a.shape} and {b.shape}")
+    scales = [int(s) for s in scales]
+    if not scales or min(scales) < 1 or any(min(a.shape) // s < 2 for s in scales):
+        raise ValueError(f"scales must be integers >= 1 leaving at least 2 x 2 pixels of {a.shape}, got {scales}")
+    grad = np.zeros_like(a)
+    total = 0.0
+    for s in scales:
+        r, c = a.shape[0] // s * s, a.shape[1] // s * s
+
+        def down(x):
+            return x[:r, :c].reshape(r // s, s, c // s, s).mean(axis=(1, 3))
+
+        v, g = ncc_grad(down(a), down(b))
+        total += v / len(scales)
+        grad[:r, :c] += np.repeat(np.repeat(g, s, 0), s, 1) / (s * s) / len(scales)  # the block mean's adjoint
     return total, grad
