@@ -26,10 +26,13 @@ proper rotation would otherwise show the patient's right on the image's right.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+from ..errors import InputError
 
 _JSON_VERSION = 1
 
@@ -277,18 +280,39 @@ class Camera:
         }
 
     @classmethod
-    def from_dict(cls, d: dict) -> "Camera":
-        """Inverse of :meth:`to_dict` (derived entries are ignored)."""
+    def from_dict(cls, d: dict, *, source: str = "camera JSON") -> "Camera":
+        """Inverse of :meth:`to_dict` (derived entries are ignored).
+
+        Raises :class:`~engine.errors.InputError` naming ``source`` (the file) and the entry that is missing, of
+        the wrong JSON type or out of range.
+        """
+        if not isinstance(d, dict):
+            raise InputError(f"{source}: not a camera description (a JSON {_json_kind(d)}, expected an object "
+                             "with rows, cols, pixel_size, sdd and camera_from_world)")
         if d.get("type", "engine.Camera") != "engine.Camera":
-            raise ValueError(f"not a camera description: type={d.get('type')!r}")
-        if int(d.get("version", _JSON_VERSION)) > _JSON_VERSION:
-            raise ValueError(f"camera JSON version {d['version']} is newer than this engine reads ({_JSON_VERSION})")
+            raise InputError(f"{source}: not a camera description (type {_brief(d.get('type'))})")
+        version = d.get("version", _JSON_VERSION)
+        if not _is_number(version) or int(version) != version:
+            raise InputError(f"{source}: 'version' must be an integer, got {_brief(version)}")
+        if version > _JSON_VERSION:
+            raise InputError(f"{source}: camera JSON version {version} is newer than this engine reads "
+                             f"({_JSON_VERSION})")
         missing = [k for k in ("rows", "cols", "pixel_size", "sdd", "camera_from_world") if k not in d]
         if missing:
-            raise ValueError(f"camera JSON lacks {missing}")
-        return cls(rows=d["rows"], cols=d["cols"], pixel_size=d["pixel_size"], sdd=d["sdd"],
-                   camera_from_world=np.asarray(d["camera_from_world"], dtype=np.float64),
-                   principal_point=d.get("principal_point"), mirrored=d.get("mirrored", False))
+            raise InputError(f"{source}: the camera description lacks {missing}")
+        for key in ("rows", "cols", "pixel_size", "sdd"):
+            if not _is_number(d[key]):
+                raise InputError(f"{source}: '{key}' must be a number, got {_brief(d[key])}")
+        mirrored = d.get("mirrored", False)
+        if not isinstance(mirrored, bool):
+            raise InputError(f"{source}: 'mirrored' must be true or false, got {_brief(mirrored)}")
+        m = _json_array(d, "camera_from_world", (4, 4), source)
+        pp = None if d.get("principal_point") is None else _json_array(d, "principal_point", (2,), source)
+        try:
+            return cls(rows=d["rows"], cols=d["cols"], pixel_size=d["pixel_size"], sdd=d["sdd"], camera_from_world=m,
+                       principal_point=pp, mirrored=mirrored)
+        except ValueError as e:  # the constructor's checks (sizes, lengths, rotation)
+            raise InputError(f"{source}: {e}") from None
 
     def to_json(self, path=None) -> str:
         """JSON text of the camera; also written to ``path`` when given."""
@@ -299,25 +323,93 @@ class Camera:
 
     @classmethod
     def from_json(cls, path_or_text) -> "Camera":
-        """Read a camera from a JSON file path or a JSON string."""
-        s = str(path_or_text)
-        if s.lstrip().startswith("{"):
-            text = s
-        else:
-            p = Path(s)
-            if not p.is_file():
-                raise FileNotFoundError(f"camera file not found: {p}")
-            text = p.read_text()
+        """Read a camera from a JSON file path or a JSON string (text starting with ``{`` or ``[``).
+
+        Raises FileNotFoundError for a missing file and :class:`~engine.errors.InputError` naming the file
+        for one that is not UTF-8 JSON text or not a camera description (see :meth:`from_dict`).
+        """
+        text, source = _json_source(path_or_text)
         try:
             d = json.loads(text)
         except json.JSONDecodeError as e:
-            raise ValueError(f"camera file is not valid JSON: {e}") from None
-        return cls.from_dict(d)
+            raise InputError(f"{source}: not valid JSON ({e})") from None
+        except RecursionError:
+            raise InputError(f"{source}: not a camera description (JSON nested too deeply)") from None
+        return cls.from_dict(d, source=source)
 
     def __repr__(self) -> str:
         s = np.array2string(self.source, precision=2, separator=", ")
         return (f"Camera(rows={self.rows}, cols={self.cols}, pixel_size={self.pixel_size:g}, "
                 f"sdd={self.sdd:g}, mirrored={self.mirrored}, source={s})")
+
+
+def _json_source(path_or_text) -> tuple[str, str]:
+    """(JSON text, name for messages) of a camera given as a file path or as JSON text."""
+    s = str(path_or_text)
+    if s.lstrip().startswith(("{", "[")):
+        return s, "camera JSON"
+    p = Path(s)
+    try:
+        if not p.is_file():
+            raise FileNotFoundError(f"camera file not found: {p}")
+        data = p.read_bytes()
+    except FileNotFoundError:
+        raise
+    except OSError as e:
+        raise InputError(f"{_brief(s)}: cannot read the camera file ({e.strerror or e})") from None
+    try:
+        return data.decode("utf-8-sig"), str(p)
+    except UnicodeDecodeError as e:
+        raise InputError(f"{p}: not a camera JSON file (not UTF-8 text: byte 0x{data[e.start]:02x} at offset "
+                         f"{e.start})") from None
+
+
+def _is_real(v) -> bool:
+    """A JSON number (not a boolean) that converts to float64 (NaN and inf included)."""
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        return False
+    try:
+        float(v)
+    except OverflowError:  # an integer beyond float64
+        return False
+    return True
+
+
+def _is_number(v) -> bool:
+    """A finite JSON number (not a boolean)."""
+    return _is_real(v) and math.isfinite(v)
+
+
+def _json_kind(v) -> str:
+    """The JSON type name of a decoded value."""
+    for t, name in ((bool, "boolean"), (dict, "object"), (list, "array"), (str, "string"), ((int, float), "number")):
+        if isinstance(v, t):
+            return name
+    return "null" if v is None else type(v).__name__
+
+
+def _brief(v, n: int = 60) -> str:
+    """A value for a message: JSON spelling, cut to ``n`` characters."""
+    try:
+        s = json.dumps(v)
+    except (TypeError, ValueError, RecursionError):
+        s = repr(v)
+    return s if len(s) <= n else s[:n - 3] + "..."
+
+
+def _json_array(d: dict, key: str, shape: tuple, source: str) -> np.ndarray:
+    """``d[key]`` as a float64 array of ``shape``, from nested JSON lists of numbers only."""
+    v = d[key]
+
+    def numbers(x, depth):
+        if depth == len(shape):
+            return _is_real(x)  # NaN/inf: refused by the camera's own checks
+        return isinstance(x, list) and len(x) == shape[depth] and all(numbers(y, depth + 1) for y in x)
+
+    if not numbers(v, 0):
+        what = f"a {' x '.join(str(n) for n in shape)} array" if len(shape) > 1 else f"a list of {shape[0]}"
+        raise InputError(f"{source}: '{key}' must be {what} numbers, got {_brief(v)}")
+    return np.array(v, dtype=np.float64)
 
 
 def bin_image(image, factor: int) -> np.ndarray:
