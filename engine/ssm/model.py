@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import InputError
 from ..mesh.mesh import Mesh
 from .procrustes import align
 
@@ -192,28 +193,59 @@ class ShapeModel:
 
     @classmethod
     def load(cls, path) -> "ShapeModel":
-        """Read a model written by :meth:`save` (clear errors for other files and versions)."""
+        """Read a model written by :meth:`save`.
+
+        Raises FileNotFoundError for a missing file and :class:`~engine.errors.InputError` naming the file for
+        anything else: not a ``.npz`` archive, a damaged one, other contents, another format version.  Pickled
+        objects are never loaded.
+        """
         import json
-        import zipfile
 
         p = Path(path)
         if not p.is_file():
             raise FileNotFoundError(f"shape model not found: {p}")
-        try:
-            with np.load(p, allow_pickle=False) as z:
-                d = {k: z[k] for k in z.files}
-        except (ValueError, OSError, zipfile.BadZipFile) as e:
-            raise ValueError(f"{p}: not a shape model .npz ({e})") from None
+        d = _read_npz(p)
         missing = {"version", "mean", "faces", "modes", "std"} - set(d)
         if missing:
-            raise ValueError(f"{p}: not a shape model .npz (missing {sorted(missing)})")
-        if int(d["version"]) != FORMAT_VERSION:
-            raise ValueError(f"{p}: shape model format version {int(d['version'])}, this engine reads "
+            raise InputError(f"{p}: not a shape model .npz (missing {sorted(missing)})")
+        for key, kinds in (("version", "iu"), ("mean", "iuf"), ("faces", "iu"), ("modes", "iuf"), ("std", "iuf")):
+            if d[key].dtype.kind not in kinds:
+                raise InputError(f"{p}: not a shape model .npz ('{key}' holds {d[key].dtype} values)")
+        if d["version"].shape != () or int(d["version"]) != FORMAT_VERSION:
+            raise InputError(f"{p}: shape model format version {d['version'].tolist()}, this engine reads "
                              f"{FORMAT_VERSION}")
-        info = json.loads(str(d["info"])) if "info" in d else {}
-        return cls(d["mean"].astype(np.float64), d["faces"].astype(np.int64), d["modes"].astype(np.float64),
-                   d["std"].astype(np.float64), info)
+        try:
+            info = json.loads(str(d["info"])) if "info" in d else {}
+        except ValueError as e:
+            raise InputError(f"{p}: the model's info is not JSON ({e})") from None
+        if not isinstance(info, dict) or d.get("info", np.array("")).shape != ():
+            raise InputError(f"{p}: the model's info is not a JSON object")
+        if d["faces"].size == 0:
+            raise InputError(f"{p}: the model has no faces")
+        try:
+            return cls(d["mean"].astype(np.float64), d["faces"].astype(np.int64), d["modes"].astype(np.float64),
+                       d["std"].astype(np.float64), info)
+        except ValueError as e:  # the constructor's checks: shapes, face indices, NaN/inf
+            raise InputError(f"{p}: not a valid shape model ({e})") from None
 
     def __repr__(self) -> str:
         name = self.info.get("name", "ShapeModel")
         return f"ShapeModel({name!r}: {self.n_vertices} vertices, {len(self.faces)} faces, {self.n_modes} modes)"
+
+
+def _read_npz(p: Path) -> dict:
+    """The arrays of a ``.npz`` archive; InputError naming the file when it is not one or is damaged."""
+    with open(p, "rb") as f:
+        head = f.read(512)
+    if head[:2] != b"PK":
+        text = all(32 <= c < 127 or c in b"\t\r\n" for c in head)
+        kind = ("an empty file" if not head else "a NumPy .npy array" if head.startswith(b"\x93NUMPY")
+                else "a text file" if text else "no zip signature")
+        raise InputError(f"{p}: not a shape model .npz (not a zip archive: {kind}); shape models are written by "
+                         "ShapeModel.save")
+    try:
+        with np.load(p, allow_pickle=False) as z:  # never unpickle
+            return {k: z[k] for k in z.files}
+    except Exception as e:  # zipfile, zlib and numpy raise many types (BadZipFile, zlib.error, ValueError, ...)
+        raise InputError(f"{p}: not a readable shape model .npz (damaged archive? {type(e).__name__}: {e})") \
+            from None

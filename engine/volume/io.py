@@ -3,13 +3,18 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..errors import InputError
 from .ct import CT
 from .dicom import read_dicom_series
 from .nifti import read_nifti
 
 
 def load_ct(path) -> CT:
-    """Read a CT: a NIfTI file (``.nii``, ``.nii.gz``) or a folder of DICOM slices."""
+    """Read a CT: a NIfTI file (``.nii``, ``.nii.gz``) or a folder of DICOM slices.
+
+    Raises FileNotFoundError for a missing path and :class:`~engine.errors.InputError` naming the file for one
+    that cannot be read (see :func:`read_nifti`, :func:`read_dicom_series`).
+    """
     p = Path(path)
     if not p.exists():
         raise FileNotFoundError(f"CT not found: {p}")
@@ -18,4 +23,4 @@ def load_ct(path) -> CT:
     name = p.name.lower()
     if name.endswith((".nii", ".nii.gz")):
         return read_nifti(p)
-    raise ValueError(f"{p}: unknown CT format (expected .nii, .nii.gz or a folder of DICOM slices)")
+    raise InputError(f"{p}: unknown CT format (expected .nii, .nii.gz or a folder of DICOM slices)")
