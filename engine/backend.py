@@ -12,12 +12,23 @@ differences ask for ``float64`` with ``ENGINE_FLOAT=f64`` or ``init(float_bits=6
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import warnings
 from dataclasses import dataclass
 
 _ARCH_NAMES = ("cpu", "cuda", "vulkan")
+_HINTS = {
+    "cuda": "no CUDA GPU or driver is usable here (Taichi needs an NVIDIA GPU with its driver)",
+    "vulkan": "no Vulkan driver starts here (Debian/Ubuntu: apt-get install mesa-vulkan-drivers libvulkan1, which "
+              "also runs Vulkan on the CPU; or a GPU's Vulkan driver)",
+    "cpu": "Taichi's CPU backend did not start",
+}
+
+
+class BackendUnavailable(RuntimeError):
+    """The requested Taichi backend cannot start on this machine (the message says why and what to install)."""
 
 
 @dataclass(frozen=True)
@@ -92,7 +103,8 @@ def init(arch: str | None = None, float_bits: int | None = None, verbose: bool |
     verbose : bool, optional
         Print the chosen backend to stderr (default: ``$ENGINE_VERBOSE`` set).
 
-    Later calls return the first backend; asking for a different one then raises.
+    Later calls return the first backend; asking for a different one then raises.  Taichi's own messages
+    (its banner, "Starting on arch=...") go to stderr, not among a program's outputs.
     """
     global _backend
     requested = (arch or os.environ.get("ENGINE_ARCH", "")).strip().lower() or None
@@ -118,18 +130,23 @@ def init(arch: str | None = None, float_bits: int | None = None, verbose: bool |
     got = None
     for name in candidates:
         try:
-            ti.init(arch=_arch_of(ti, name), default_fp=fp, offline_cache=True, log_level=ti.ERROR)
+            with contextlib.redirect_stdout(sys.stderr):
+                ti.init(arch=_arch_of(ti, name), default_fp=fp, offline_cache=True, log_level=ti.ERROR)
         except Exception:  # noqa: BLE001 - a backend that cannot start: try the next
             continue
         got = _current_arch_name(ti)
         if got == name:
             break
         if requested:
-            raise RuntimeError(f"ENGINE_ARCH={requested} requested but Taichi started on {got}")
+            ti.reset()
+            raise BackendUnavailable(f"{requested} requested but Taichi started on {got}: {_HINTS[requested]}")
         ti.reset()
         got = None
+    if got is None and requested:
+        raise BackendUnavailable(f"{requested} requested but Taichi did not start on it: {_HINTS[requested]}")
     if got is None:
-        ti.init(arch=ti.cpu, default_fp=fp, offline_cache=True, log_level=ti.ERROR)
+        with contextlib.redirect_stdout(sys.stderr):
+            ti.init(arch=ti.cpu, default_fp=fp, offline_cache=True, log_level=ti.ERROR)
         got = "cpu"
     _backend = Backend(arch=got, float_bits=float_bits)
     if verbose or (verbose is None and os.environ.get("ENGINE_VERBOSE")):

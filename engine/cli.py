@@ -33,10 +33,24 @@ def _positive(kind):
             v = kind(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-        if not v > 0:
-            raise argparse.ArgumentTypeError(f"must be positive, got {text}")
+        if not (np.isfinite(v) and v > 0):
+            raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
         return v
     return parse
+
+
+def finite(text):
+    """argparse type: a finite float (NaN and infinity refused with the text given)."""
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not np.isfinite(v):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {text}")
+    return v
+
+
+MAX_SAMPLES = 2e11  # ray samples above which a render is refused without --force (~10 min at 3e8 samples/s)
 
 
 def _add_drr(sub):
@@ -51,9 +65,9 @@ def _add_drr(sub):
     g.add_argument("--pixel-size", type=_positive(float), default=0.8, help="detector pixel pitch, mm (0.8)")
     g.add_argument("--sdd", type=_positive(float), default=1200.0, help="source-to-detector distance, mm (1200)")
     g.add_argument("--sid", type=_positive(float), default=800.0, help="source-to-isocentre distance, mm (800)")
-    g.add_argument("--primary", type=float, default=0.0, help="LAO(+)/RAO(-) angle, degrees (0)")
-    g.add_argument("--secondary", type=float, default=0.0, help="CRA(+)/CAU(-) angle, degrees (0)")
-    g.add_argument("--isocenter", type=float, nargs=3, metavar=("X", "Y", "Z"),
+    g.add_argument("--primary", type=finite, default=0.0, help="LAO(+)/RAO(-) angle, degrees (0)")
+    g.add_argument("--secondary", type=finite, default=0.0, help="CRA(+)/CAU(-) angle, degrees (0)")
+    g.add_argument("--isocenter", type=finite, nargs=3, metavar=("X", "Y", "Z"),
                    help="isocentre in world RAS+ mm (default: the CT's centre)")
     p.add_argument("--camera", help="read the camera from this JSON file (see --save-camera)")
     p.add_argument("--save-camera", help="write the camera used to this JSON file")
@@ -63,10 +77,10 @@ def _add_drr(sub):
     p.add_argument("--materials", action="store_true",
                    help="write the per-material stack (air, soft tissue, bone) instead of their sum")
     p.add_argument("--f16", action="store_true", help="store the volume as float16 on the device (half memory)")
-    p.add_argument("--window", type=float, nargs=2, metavar=("LOW", "HIGH"),
+    p.add_argument("--window", type=finite, nargs=2, metavar=("LOW", "HIGH"),
                    help="PNG display window in g/cm^2 (default: 0.5-99.5 percentiles)")
     x = p.add_argument_group("X-ray physics (any of these turns the density DRR into a detector image)")
-    x.add_argument("--kvp", type=float, help="polychromatic tube spectrum at this kVp (spekpy, 2.5 mm Al)")
+    x.add_argument("--kvp", type=_positive(float), help="polychromatic tube spectrum at this kVp (spekpy, 2.5 mm Al)")
     x.add_argument("--preset", choices=("fluoro60", "fluoro90", "fluoro120"), help="shipped fluoroscopy spectrum")
     x.add_argument("--mono", type=_positive(float), metavar="KEV", help="monochromatic beam at KEV keV")
     x.add_argument("--bins", type=_positive(int), default=32, help="energy bins of the spectrum (32)")
@@ -80,6 +94,8 @@ def _add_drr(sub):
     x.add_argument("--line-integral", action="store_true",
                    help="write -ln(I/I0) instead of the intensity I/I0")
     p.add_argument("--arch", choices=("cpu", "cuda", "vulkan"), help="Taichi backend (default: best available)")
+    p.add_argument("--force", action="store_true",
+                   help=f"render even when the work is estimated above {MAX_SAMPLES:.0e} ray samples")
     p.set_defaults(func=cmd_drr)
 
 
@@ -87,13 +103,57 @@ def _say(msg):
     print(msg, file=sys.stderr, flush=True)
 
 
-def cmd_drr(args) -> int:
+def start_backend(arch):
+    """``backend.init(arch)``; a backend that cannot start is an error naming ``--arch``."""
     from . import backend
+    from .errors import InputError
+
+    try:
+        return backend.init(arch)
+    except backend.BackendUnavailable as e:
+        raise InputError(f"--arch {arch}: {e}") from None
+
+
+def check_resources(proj, cam, *, force: bool, extra_bytes: int = 0) -> None:
+    """Refuse, before allocating, a render whose memory exceeds what the machine has free or whose work is
+    beyond ``MAX_SAMPLES`` ray samples (unless ``force``), saying what to change."""
+    from .errors import InputError
+    from .progress import _duration
+    from .resources import available_memory, format_bytes
+
+    est = proj.estimate(cam)
+    need = est["output_bytes"] + extra_bytes
+    free = available_memory()
+    if free is not None and need > 0.8 * free:
+        raise InputError(f"a {cam.rows} x {cam.cols} detector needs about {format_bytes(need)} of memory for its "
+                         f"images; {format_bytes(free)} is free: use a smaller detector (--rows/--cols) or a larger "
+                         "--pixel-size")
+    if est["samples"] > MAX_SAMPLES and not force:
+        step = f"--step {proj.step_mm:g} mm" if proj.step_mm else "plane sampling"
+        raise InputError(f"{cam.rows} x {cam.cols} rays at {step} are up to {est['samples']:.2g} ray samples "
+                         f"(about {_duration(est['samples'] / 3e8)} at 3e8 samples/s, a 2-core CPU): use a "
+                         "coarser --step, a smaller detector, or --force")
+
+
+def cmd_drr(args) -> int:
     from .geometry import Camera, carm
     from .imageio import output_format, save_image
+    from .outputs import check_output, write_text
+    from .progress import ProgressBar
     from .volume import Volume, VolumeProjector, load_ct
 
-    output_format(args.out)  # fail before the slow part
+    # everything the user typed is checked before the slow part
+    output_format(args.out)
+    check_output(args.out, option="--out")
+    if args.save_camera:
+        check_output(args.save_camera, suffixes=(".json",), option="--save-camera")
+    if args.window and not args.window[0] < args.window[1]:
+        raise ValueError(f"--window {args.window[0]:g} {args.window[1]:g}: LOW must be below HIGH")
+    physics = any((args.kvp, args.preset, args.mono, args.scatter, args.noise, args.line_integral))
+    if physics and args.materials:
+        raise ValueError("--materials writes path lengths; it cannot be combined with physics options")
+    if sum(x is not None for x in (args.kvp, args.preset, args.mono)) > 1:
+        raise ValueError("choose one of --kvp, --preset and --mono")
     t0 = time.perf_counter()
     ct = load_ct(args.ct)
     _say(f"read {ct} in {time.perf_counter() - t0:.2f} s")
@@ -107,43 +167,41 @@ def cmd_drr(args) -> int:
     t = time.perf_counter()
     vol = Volume.from_ct(ct)
     _say(f"materials {vol.materials} in {time.perf_counter() - t:.2f} s")
-    b = backend.init(args.arch)
+    b = start_backend(args.arch)
     _say(f"Taichi backend: {b.arch}")
     t = time.perf_counter()
     proj = VolumeProjector(vol, step_mm=args.step, storage="f16" if args.f16 else "f32")
     _say(f"uploaded volume in {time.perf_counter() - t:.2f} s; sampling: {proj.describe_sampling()}")
-    physics = any((args.kvp, args.preset, args.mono, args.scatter, args.noise, args.line_integral))
-    if physics and args.materials:
-        raise ValueError("--materials writes path lengths; it cannot be combined with physics options")
+    pixels = cam.rows * cam.cols
+    check_resources(proj, cam, force=args.force, extra_bytes=pixels * 4 * (12 if physics else 3))
+    t = time.perf_counter()
+    with ProgressBar(pixels, "rendering", unit="rays") as bar:
+        img = proj(cam, progress=lambda done, total: bar(done))
+    _say(f"rendered {cam.rows}x{cam.cols} in {time.perf_counter() - t:.3f} s (includes kernel compilation "
+         "on first use)")
     if physics:
-        out = _detector_image(args, proj, cam)
+        out = _detector_image(args, proj, cam, img)
     else:
-        t = time.perf_counter()
-        img = proj(cam)
-        _say(f"rendered {cam.rows}x{cam.cols} in {time.perf_counter() - t:.3f} s (includes kernel compilation "
-             "on first use)")
         out = img if args.materials else img.sum(axis=0)
     paths = save_image(args.out, out, window=args.window)
     if args.save_camera:
-        cam.to_json(args.save_camera)
-        paths.append(Path(args.save_camera))
+        paths.append(write_text(args.save_camera, cam.to_json() + "\n"))
     for p in paths:
         print(f"wrote {p}")
     _say(f"total {time.perf_counter() - t0:.2f} s")
     return 0
 
 
-def _detector_image(args, proj, cam):
-    from .simulate import simulate
+def _detector_image(args, proj, cam, paths):
+    from .simulator import Simulator
 
-    if sum(x is not None for x in (args.kvp, args.preset, args.mono)) > 1:
-        raise ValueError("choose one of --kvp, --preset and --mono")
     spectrum = args.preset or args.kvp
     t = time.perf_counter()
-    out = simulate(proj, cam, spectrum=spectrum, mono_kev=args.mono, bins=args.bins, scatter=args.scatter,
-                   noise=args.photons if args.noise else None, seed=args.seed,
-                   output="line_integral" if args.line_integral else "intensity")
-    _say(f"rendered and simulated ({'mono %g keV' % args.mono if args.mono else spectrum or 'fluoro90'}, scatter "
+    sim = Simulator(proj, spectrum=spectrum, mono_kev=args.mono, bins=args.bins, scatter=args.scatter,
+                    noise=args.photons if args.noise else None,
+                    output="line_integral" if args.line_integral else "intensity")
+    out = sim.detector_image(paths, cam, seed=args.seed)
+    _say(f"simulated ({'mono %g keV' % args.mono if args.mono else spectrum or 'fluoro90'}, scatter "
          f"{'on' if args.scatter else 'off'}, noise {'on' if args.noise else 'off'}) in "
          f"{time.perf_counter() - t:.3f} s")
     if not args.line_integral and args.out.lower().endswith(".png"):
@@ -151,10 +209,18 @@ def _detector_image(args, proj, cam):
     return out
 
 
+REPORT = ("this is a bug in the engine: please report it with the command you ran and the output of the same "
+          "command with --debug (it prints the traceback)")
+
+
 def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
     parser = argparse.ArgumentParser(
         prog="engine", description="Differentiable X-ray simulation engine (Taichi). "
         "Run 'engine COMMAND --help' for one command's options.")
+    parser.add_argument("--version", action="version", version=f"engine {__version__}")
+    parser.add_argument("--debug", action="store_true", help="print the full traceback of an unexpected error")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     _add_drr(sub)
     from .cli_register import add_command as add_register
@@ -165,17 +231,43 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# what a user's input can cause: a one-line "engine: error: ..." and exit status 2
+EXPECTED = (ValueError, OSError, EOFError, KeyError, UnicodeDecodeError)
+
+
 def main(argv=None) -> int:
+    """Run the command line; returns the exit status (0 done, 2 bad input, 130 interrupted, 1 a bug)."""
+    import json
+    import os
+
+    os.environ.setdefault("ENABLE_TAICHI_HEADER_PRINT", "0")  # Taichi's banner: not among the outputs
     parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    debug = "--debug" in argv
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
     try:
         return args.func(args)
-    except (FileNotFoundError, IsADirectoryError, ValueError) as e:
-        print(f"engine: error: {e}", file=sys.stderr)
+    except KeyboardInterrupt:
+        print("\nengine: interrupted", file=sys.stderr)
+        return 130
+    except (json.JSONDecodeError, *EXPECTED) as e:
+        if debug:
+            raise
+        msg = str(e) or type(e).__name__
+        if isinstance(e, KeyError):
+            msg = f"missing key {e}"
+        elif isinstance(e, OSError) and e.filename and str(e.filename) not in msg:
+            msg = f"{e.filename}: {e.strerror or msg}"
+        print(f"engine: error: {msg}", file=sys.stderr)
         return 2
+    except Exception as e:  # noqa: BLE001 - the boundary: anything else is a bug, said briefly
+        if debug:
+            raise
+        print(f"engine: internal error: {type(e).__name__}: {e}\n{REPORT}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
 """``engine register``: rigid 2D/3D registration of a CT to X-ray images (see :mod:`engine.registration`)."""
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -38,35 +39,41 @@ def add_command(sub):
 
 
 def run(args) -> int:
-    from . import backend
+    from .cli import start_backend
     from .geometry import Camera
     from .imageio import load_image
+    from .outputs import check_output, save_or_rescue
     from .registration import Registration
     from .volume import Volume, VolumeProjector, load_ct
 
     if len(args.image) != len(args.camera):
         raise ValueError(f"{len(args.image)} --image but {len(args.camera)} --camera: give one camera per image")
-    backend.init(args.arch)
+    check_output(args.out, suffixes=(".json",), option="--out")  # before the work, not after it
+    if args.overlay:
+        check_output(args.overlay, suffixes=(".png",), option="--overlay")
+    if args.iterations < 1 or (args.levels and min(args.levels) < 1):
+        raise ValueError("--iterations and --levels must be positive integers")
+    cams = [Camera.from_json(c) for c in args.camera]
+    images = [load_image(i) for i in args.image]
+    start_backend(args.arch)
     ct = load_ct(args.ct)
     proj = VolumeProjector(Volume.from_ct(ct))
-    cams = [Camera.from_json(Path(c).read_text()) for c in args.camera]
-    images = [load_image(i) for i in args.image]
     reg = Registration(proj, cams, images, similarity=args.similarity)
     start = np.zeros(6) if args.start is None else np.r_[np.deg2rad(args.start[:3]), args.start[3:]]
     t = time.perf_counter()
 
     def progress(level, it, loss, pose):
-        print(f"\rbinning {level}: iteration {it + 1:3d}, loss {loss:.5f}", end="", flush=True)
+        print(f"\rbinning {level}: iteration {it + 1:3d}, loss {loss:.5f}", end="", flush=True, file=sys.stderr)
 
     res = reg.run(start, levels=args.levels, iterations=args.iterations, callback=progress)
-    print()
+    print(file=sys.stderr)
     move = res.matrix(reg.center)
     out = dict(ct=str(args.ct), images=args.image, cameras=args.camera, center_mm=reg.center.tolist(),
                pose_rotation_deg=np.rad2deg(res.pose[:3]).tolist(), pose_translation_mm=res.pose[3:].tolist(),
                world_from_world=move.tolist(), similarity=args.similarity, final_similarity=res.ncc,
                losses=res.losses, seconds=time.perf_counter() - t)
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(out, indent=1))
+    text = json.dumps(out, indent=1)
+    save_or_rescue(args.out, lambda tmp: Path(tmp).write_text(text), what="registration result")
     print(f"pose: rotation {np.round(out['pose_rotation_deg'], 3)} deg, translation "
           f"{np.round(out['pose_translation_mm'], 2)} mm; {len(res.losses)} iterations, {out['seconds']:.1f} s")
     print(f"wrote {args.out}")
@@ -80,8 +87,10 @@ def _overlay(path, reg, start, found):
     from PIL import Image
 
     from .imageio import window_to_uint8
+    from .outputs import atomic_output
 
     before, after = reg.drrs(start), reg.drrs(found)
     rows = [np.concatenate([window_to_uint8(p) for p in (t, before[i], after[i])], axis=1)
             for i, t in enumerate(reg.targets)]
-    Image.fromarray(np.concatenate(rows, axis=0)).save(path)
+    with atomic_output(path) as tmp:
+        Image.fromarray(np.concatenate(rows, axis=0)).save(tmp, format="PNG")

@@ -87,8 +87,16 @@ def cmd_ssm_build(args) -> int:
     from .ssm.build import CORRESPONDENCE
     from .ssm.correspondence import correspond
 
+    from .outputs import atomic_output, check_output, save_or_rescue, write_text
+
     if args.llp26 == bool(args.meshes):
         raise ValueError("give mesh files or --llp26 (not both, not neither)")
+    if not 0 < args.variance <= 1:
+        raise ValueError(f"--variance {args.variance:g}: give a fraction in (0, 1]")
+    check_output(args.out, suffixes=(".npz",), option="--out")
+    if args.report:
+        check_output(args.report, suffixes=(".png",), option="--report")
+        check_output(Path(args.report).with_suffix(".json"), option="--report (its .json)")
     if args.llp26:
         shapes, faces = llp26_population()
         info = {"name": "LLP26 pelvis", "source": "LLP26 (Zhang et al. 2016), MPL-2.0"}
@@ -102,14 +110,17 @@ def cmd_ssm_build(args) -> int:
             _say(f"{len(meshes)} meshes not in correspondence: registering the first onto the others")
             shapes = np.stack(correspond(meshes[0], meshes))
             info = {"correspondence": CORRESPONDENCE, **info}
+    _say(f"building the model from {len(shapes)} shapes of {shapes.shape[1]} vertices")
     model = build_model(shapes, faces, variance=args.variance, scale=args.scale, info=info)
-    model.save(args.out)
+    save_or_rescue(args.out, model.save, what="shape model")
     print(f"{model}: {model.info.get('explained_variance', 0):.3f} of the variance -> {args.out}")
     if args.report:
+        _say("evaluating the model (leave-one-out generalisation and specificity: one model per left-out shape)")
         rep = evaluate(shapes, faces, scale=args.scale)
         print(rep.table())
-        rep.plot(args.report)
-        Path(args.report).with_suffix(".json").write_text(json.dumps(rep.to_dict(), indent=1))
+        with atomic_output(args.report) as tmp:
+            rep.plot(tmp)
+        write_text(Path(args.report).with_suffix(".json"), json.dumps(rep.to_dict(), indent=1))
         print(f"quality plot -> {args.report}")
     return 0
 
@@ -137,9 +148,20 @@ def cmd_reconstruct(args) -> int:
     from .recon import line_integral, reconstruct
     from .ssm import ShapeModel
 
+    from .mesh.mesh import READABLE
+    from .outputs import atomic_output, check_output, save_or_rescue, write_text
+
     if len(args.targets) != len(args.camera):
         raise ValueError(f"{len(args.targets)} targets but {len(args.camera)} cameras: give one --camera each")
-    cams = [Camera.from_json(Path(p).read_text()) for p in args.camera]
+    # every output is checked before the fit: a bad path must not cost the result
+    check_output(args.out, suffixes=tuple(sorted(READABLE)), option="--out")
+    if args.overlay:
+        check_output(args.overlay, suffixes=(".png",), option="--overlay")
+    if args.result:
+        check_output(args.result, suffixes=(".json",), option="--result")
+    if args.subdivide < 0 or (args.modes is not None and args.modes < 1) or args.free < 0:
+        raise ValueError("--subdivide and --free must be >= 0 and --modes >= 1")
+    cams = [Camera.from_json(p) for p in args.camera]
     imgs = [load_image(p) for p in args.targets]
     if args.target == "intensity":
         imgs = [line_integral(np.maximum(i, 1e-6 * i.max())) for i in imgs]
@@ -162,14 +184,16 @@ def cmd_reconstruct(args) -> int:
                            free_iterations=args.free)
     res = reconstruct(np.stack(imgs), cams, model, init=init, scale=args.scale, free_iterations=args.free,
                       progress=not args.quiet, **kw)
-    res.save_mesh(args.out)
+    save_or_rescue(args.out, res.save_mesh, what="reconstructed mesh")
     print(f"{res.iterations} iterations in {res.time_s:.1f} s, final loss {res.final_loss:.5f} -> {args.out}")
-    if args.overlay:
-        res.save_overlay(args.overlay, np.stack(imgs), cams)
-        print(f"overlay -> {args.overlay}")
     if args.result:
-        Path(args.result).write_text(json.dumps({
+        write_text(args.result, json.dumps({
             "coeffs": res.coeffs.tolist(), "world_from_model": res.world_from_model.tolist(),
             "loss_history": res.loss_history.tolist(), "time_s": res.time_s, "iterations": res.iterations},
             indent=1))
+        print(f"result -> {args.result}")
+    if args.overlay:
+        with atomic_output(args.overlay) as tmp:
+            res.save_overlay(tmp, np.stack(imgs), cams)
+        print(f"overlay -> {args.overlay}")
     return 0

@@ -38,7 +38,11 @@ from .volume.projection_grad import ProjectionState
 def resolve_spectrum(spectrum=None, mono_kev: float | None = None, bins: int = 32) -> Spectrum:
     """A Spectrum from a Spectrum, a preset name, a kVp (spekpy, 2.5 mm Al), or ``mono_kev`` (keV);
     default the ``fluoro90`` preset."""
+    if isinstance(bins, bool) or not isinstance(bins, (int, np.integer)) or bins < 1:
+        raise ValueError(f"bins must be a positive whole number of energy bins, got {bins!r}")
     if mono_kev is not None:
+        if not (np.isfinite(mono_kev) and mono_kev > 0):
+            raise ValueError(f"mono_kev must be a positive energy in keV, got {mono_kev!r}")
         if spectrum is not None:
             raise ValueError("give either spectrum or mono_kev, not both")
         return Spectrum.monochromatic(float(mono_kev))
@@ -126,11 +130,9 @@ class Simulator:
         sc = ScatterModel() if scatter is True else (scatter or None)
         if sc is not None and not isinstance(sc, ScatterModel):
             raise TypeError("scatter must be a bool or a ScatterModel")
-        if int(bins) != bins or bins < 1:
-            raise ValueError(f"bins must be a positive integer, got {bins!r}")
         self.ct = ct
         self.meshes = meshes
-        self.spectrum = resolve_spectrum(spectrum, mono_kev, int(bins))
+        self.spectrum = resolve_spectrum(spectrum, mono_kev, bins)
         self.detector = detector
         self.scatter = sc
         self.noise = noise_model(noise)
@@ -250,6 +252,27 @@ class Simulator:
         if not record:
             return images, None
         return images, SimulatorState(tuple(cams), single, ct_state, mesh_state, tuple(frames))
+
+    def detector_image(self, paths, camera: Camera, *, seed=None) -> np.ndarray:
+        """The physics alone on precomputed mass thickness: (M, rows, cols) g/cm^2 per material of
+        :attr:`materials` (e.g. CT line integrals rendered in pieces with a progress bar) -> the (rows, cols)
+        float32 image at ``camera`` (its pixel pitch, distance and shape), noise drawn from ``seed``."""
+        from .physics.device_rng import seed_u32
+
+        if self._closed:
+            raise RuntimeError("this Simulator is closed (make a new one)")
+        p = np.asarray(paths, np.float32)
+        if p.shape != (len(self.materials), camera.rows, camera.cols):
+            raise ValueError(f"paths must be ({len(self.materials)}, {camera.rows}, {camera.cols}) (materials "
+                             f"{self.materials}), got {p.shape}")
+        chain = self.chain(camera.pixel_size)
+        chain.reset(camera.rows, camera.cols)
+        chain.add_array(p, self.materials)
+        q = self.quanta(camera)
+        key = seed_u32(seed) if self.noise is not None else 0
+        img = chain.run(quanta=q, electronic_std=0.0 if q is None else self.noise.electronic_std, key=key)
+        self._last_chain = chain
+        return img.to_numpy()
 
     def parts(self) -> dict:
         """Host copies of the last view's intermediate images (see :meth:`DeviceChain.parts`)."""

@@ -69,6 +69,9 @@ def _uniform_blocks(dens: np.ndarray, block: int) -> np.ndarray:
     return np.ascontiguousarray(uni.transpose(2, 1, 0)).astype(np.uint8)
 
 
+LAUNCH_SAMPLES = 200_000_000  # ray samples per launch when rendering in pieces (~1 s on a 2-core CPU)
+
+
 class VolumeProjector:
     """Renders per-material line integrals (g/cm^2) of a :class:`Volume`.
 
@@ -338,12 +341,16 @@ class VolumeProjector:
         nr = max(1, self._limit // row_bytes)
         return [(v, 1, r, min(nr, rows - r)) for v in range(n) for r in range(0, rows, nr)]
 
-    def __call__(self, cameras) -> np.ndarray:
+    def __call__(self, cameras, *, progress=None) -> np.ndarray:
         """Render one camera or a batch.
 
         Parameters
         ----------
         cameras : Camera or sequence of Camera (same detector shape)
+        progress : callable(done_rays, total_rays), optional
+            Called after each piece of work: long renders are then launched in pieces of about
+            ``LAUNCH_SAMPLES`` ray samples (~1 s on a 2-core CPU), so the callback runs often and Ctrl-C
+            (KeyboardInterrupt, raised between launches) stops the render within about a second.
 
         Returns
         -------
@@ -351,28 +358,67 @@ class VolumeProjector:
         g/cm^2 per material, in the order of ``self.materials``.
         """
         single = isinstance(cameras, Camera)
-        img = self._render(self._cameras(cameras))
+        img = self._render(self._cameras(cameras), progress)
         return img[0] if single else img
 
-    def _render(self, cams) -> np.ndarray:
+    def samples_per_ray(self) -> int:
+        """An upper bound of the samples one ray takes: voxel planes crossed (plane sampling) or the volume's
+        diagonal over the step (midpoint sampling)."""
+        if self.sampling == "planes":
+            return int(max(self.volume.shape))
+        corners = self.volume.corners()
+        diag = float(np.linalg.norm(corners.max(axis=0) - corners.min(axis=0)))
+        return int(np.ceil(diag / self.step_mm))
+
+    def estimate(self, cameras) -> dict:
+        """Work and memory of rendering ``cameras`` (without rendering): ``rays``, ``samples`` (an upper bound
+        of the ray samples), ``output_bytes`` (the (n, M, rows, cols) image, once on the device and once on the
+        host)."""
+        cams = [cameras] if isinstance(cameras, Camera) else list(cameras)
+        rays = sum(int(c.rows) * int(c.cols) for c in cams)
+        item = np.dtype(self.dtype).itemsize
+        return dict(rays=rays, samples=rays * self.samples_per_ray(),
+                    output_bytes=2 * rays * len(self.materials) * item)
+
+    def _render(self, cams, progress=None) -> np.ndarray:
         """(n, M, rows, cols) images of validated cameras (:meth:`_cameras`), in pieces where one buffer is
-        too small."""
+        too small, or, with ``progress``, where the work is long."""
         t = time.perf_counter()
         rows, cols = cams[0].rows, cams[0].cols
         views = self._view_params(cams)
         chunks = self._chunks(len(cams), rows, cols)
+        if progress is not None:
+            chunks = self._split_for_work(chunks, cols)
         if len(chunks) == 1:
             out = self._buffer(len(cams), rows, cols)
             self._launch(views, out, 0)
             img = out.to_numpy()
         else:
             img = np.empty((len(cams), len(self.materials), rows, cols), self.dtype)
+            done = 0
             for v, nv, r, nr in chunks:
                 out = self._buffer(nv, nr, cols)
                 self._launch(np.ascontiguousarray(views[v:v + nv]), out, r)
                 img[v:v + nv, :, r:r + nr] = out.to_numpy()
+                done += nv * nr * cols
+                if progress is not None:
+                    progress(done, len(cams) * rows * cols)
+        if progress is not None and len(chunks) == 1:
+            progress(len(cams) * rows * cols, len(cams) * rows * cols)
         self.last_seconds = time.perf_counter() - t
         return img
+
+    def _split_for_work(self, chunks, cols: int) -> list:
+        """Pieces of at most ``LAUNCH_SAMPLES`` ray samples (whole rows; at least one row)."""
+        rows_per = max(1, LAUNCH_SAMPLES // max(1, cols * self.samples_per_ray()))
+        out = []
+        for v, nv, r, nr in chunks:
+            if nv * nr <= rows_per:
+                out.append((v, nv, r, nr))
+                continue
+            for vv in range(v, v + nv):
+                out += [(vv, 1, rr, min(rows_per, r + nr - rr)) for rr in range(r, r + nr, rows_per)]
+        return out
 
     def batch_fits(self, n: int, rows: int, cols: int) -> bool:
         """Whether n views of rows x cols pixels fit one device buffer (:meth:`render_field` renders them)."""
