@@ -116,7 +116,10 @@ def cmd_ssm_build(args) -> int:
     print(f"{model}: {model.info.get('explained_variance', 0):.3f} of the variance -> {args.out}")
     if args.report:
         _say("evaluating the model (leave-one-out generalisation and specificity: one model per left-out shape)")
-        rep = evaluate(shapes, faces, scale=args.scale)
+        from .progress import ProgressBar
+
+        with ProgressBar(len(shapes) + len(shapes) - 2, "evaluating") as bar:
+            rep = evaluate(shapes, faces, scale=args.scale, progress=lambda done, total: bar(done))
         print(rep.table())
         with atomic_output(args.report) as tmp:
             rep.plot(tmp)

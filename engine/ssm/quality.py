@@ -88,8 +88,10 @@ def leave_one_out_fit(shapes, faces, i: int, ks, *, scale: bool = False):
 
 
 def evaluate(shapes, faces, ks=None, *, scale: bool = False, n_samples: int = 200, seed: int = 0,
-             surface_points: int = 4000) -> QualityReport:
-    """Compactness, leave-one-out generalisation and specificity of the model of ``shapes`` (N, V, 3)."""
+             surface_points: int = 4000, progress=None) -> QualityReport:
+    """Compactness, leave-one-out generalisation and specificity of the model of ``shapes`` (N, V, 3).
+
+    ``progress``: optional callable(done, total) after each left-out shape and each specificity mode count."""
     s = np.asarray(shapes, np.float64)
     n = len(s)
     if n < 3:
@@ -102,12 +104,17 @@ def evaluate(shapes, faces, ks=None, *, scale: bool = False, n_samples: int = 20
     compact = (np.cumsum(var) / var.sum())[np.minimum(ks, len(var)) - 1]
     per = np.zeros((n, len(ks)))
     mx = np.zeros((n, len(ks)))
+    total = n + len(ks)
     for i in range(n):
         for j, (fit, truth) in enumerate(leave_one_out_fit(s, faces, i, ks, scale=scale)):
             m = surface_metrics(fit, truth, n=surface_points, seed=i)
             per[i, j], mx[i, j] = m["assd"], m["hd"]
+        if progress is not None:
+            progress(i + 1, total)
     spec, spec_sd = [], []
-    for k in ks:
+    for ik, k in enumerate(ks):
+        if progress is not None:
+            progress(n + ik, total)
         inst, _ = model.sample(n_samples, seed, n_modes=int(k))
         best = np.array([np.sqrt(((x - aligned) ** 2).sum(-1)).mean(-1).min() for x in inst])
         spec.append(best.mean())
