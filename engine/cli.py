@@ -69,6 +69,10 @@ def _add_drr(sub):
     g.add_argument("--secondary", type=finite, default=0.0, help="CRA(+)/CAU(-) angle, degrees (0)")
     g.add_argument("--isocenter", type=finite, nargs=3, metavar=("X", "Y", "Z"),
                    help="isocentre in world RAS+ mm (default: the CT's centre)")
+    p.add_argument("--mesh", action="append", default=[],
+                   help="a closed mesh in the CT's world frame (STL, PLY, OBJ, OFF, VTK), e.g. an implant; repeat")
+    p.add_argument("--material", action="append", default=[],
+                   help="the material of each --mesh, same order (default titanium; nominal density)")
     p.add_argument("--camera", help="read the camera from this JSON file (see --save-camera)")
     p.add_argument("--save-camera", help="write the camera used to this JSON file")
     p.add_argument("--step", type=_positive(float),
@@ -154,6 +158,8 @@ def cmd_drr(args) -> int:
         raise ValueError("--materials writes path lengths; it cannot be combined with physics options")
     if sum(x is not None for x in (args.kvp, args.preset, args.mono)) > 1:
         raise ValueError("choose one of --kvp, --preset and --mono")
+    if len(args.material) > len(args.mesh):
+        raise ValueError(f"{len(args.material)} --material for {len(args.mesh)} --mesh: one material per mesh")
     t0 = time.perf_counter()
     ct = load_ct(args.ct)
     _say(f"read {ct} in {time.perf_counter() - t0:.2f} s")
@@ -179,10 +185,12 @@ def cmd_drr(args) -> int:
         img = proj(cam, progress=lambda done, total: bar(done))
     _say(f"rendered {cam.rows}x{cam.cols} in {time.perf_counter() - t:.3f} s (includes kernel compilation "
          "on first use)")
+    meshes = _meshes(args)
     if physics:
-        out = _detector_image(args, proj, cam, img)
+        out = _detector_image(args, proj, cam, img, meshes)
     else:
-        out = img if args.materials else img.sum(axis=0)
+        materials, stack = _with_meshes(proj, img, meshes, cam)
+        out = stack if args.materials else stack.sum(axis=0)
     paths = save_image(args.out, out, window=args.window)
     if args.save_camera:
         paths.append(write_text(args.save_camera, cam.to_json() + "\n"))
@@ -192,15 +200,42 @@ def cmd_drr(args) -> int:
     return 0
 
 
-def _detector_image(args, proj, cam, paths):
+def _meshes(args):
+    """The --mesh files on the device (a MeshProjector), or None."""
+    if not args.mesh:
+        return None
+    from .mesh import MeshProjector, load_mesh
+
+    mats = args.material + ["titanium"] * (len(args.mesh) - len(args.material))
+    return MeshProjector([load_mesh(m) for m in args.mesh], mats)
+
+
+def _with_meshes(proj, ct_paths, meshes, cam):
+    """(materials, (M, rows, cols) g/cm^2): the CT's line integrals and the meshes' (path length x nominal
+    density / 10), summed by material."""
+    from .simulator import mesh_scales
+
+    names = list(proj.materials)
+    stack = [p.astype(np.float64) for p in ct_paths]
+    if meshes is not None:
+        for name, length, scale in zip(meshes.materials, meshes(cam), mesh_scales(meshes.materials, None)):
+            if name not in names:
+                names.append(name)
+                stack.append(np.zeros(ct_paths.shape[1:]))
+            stack[names.index(name)] += length * scale
+    return tuple(names), np.stack(stack)
+
+
+def _detector_image(args, proj, cam, paths, meshes=None):
     from .simulator import Simulator
 
     spectrum = args.preset or args.kvp
     t = time.perf_counter()
-    sim = Simulator(proj, spectrum=spectrum, mono_kev=args.mono, bins=args.bins, scatter=args.scatter,
+    sim = Simulator(proj, meshes, spectrum=spectrum, mono_kev=args.mono, bins=args.bins, scatter=args.scatter,
                     noise=args.photons if args.noise else None,
                     output="line_integral" if args.line_integral else "intensity")
-    out = sim.detector_image(paths, cam, seed=args.seed)
+    names, stack = _with_meshes(proj, paths, meshes, cam)
+    out = sim.detector_image(stack[[names.index(m) for m in sim.materials]], cam, seed=args.seed)
     _say(f"simulated ({'mono %g keV' % args.mono if args.mono else spectrum or 'fluoro90'}, scatter "
          f"{'on' if args.scatter else 'off'}, noise {'on' if args.noise else 'off'}) in "
          f"{time.perf_counter() - t:.3f} s")
@@ -225,9 +260,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_drr(sub)
     from .cli_register import add_command as add_register
     from .cli_shape import add_commands
+    from .cli_view import add_command as add_view
 
     add_register(sub)
     add_commands(sub)
+    add_view(sub)
     return parser
 
 
