@@ -35,6 +35,8 @@ def add_command(sub):
     p.add_argument("--out", required=True, help="result JSON")
     p.add_argument("--overlay", help="write the before/after images to this PNG (one row per view)")
     p.add_argument("--arch", choices=["cpu", "cuda", "vulkan"], help="Taichi backend (default: automatic)")
+    p.add_argument("--view", action="store_true",
+                   help="watch the fit in a window: the current DRR's edges over the X-rays, the loss curve")
     p.set_defaults(func=run)
 
 
@@ -65,7 +67,17 @@ def run(args) -> int:
     def progress(level, it, loss, pose):
         print(f"\rbinning {level}: iteration {it + 1:3d}, loss {loss:.5f}", end="", flush=True, file=sys.stderr)
 
-    res = reg.run(start, levels=args.levels, iterations=args.iterations, callback=progress)
+    callback = progress
+    if args.view:
+        from .viewer.watch import Watcher
+
+        watch = Watcher(images, cams).registration(reg)
+
+        def callback(level, it, loss, pose):
+            progress(level, it, loss, pose)
+            watch(level, it, loss, pose)
+
+    res = reg.run(start, levels=args.levels, iterations=args.iterations, callback=callback)
     print(file=sys.stderr)
     move = res.matrix(reg.center)
     out = dict(ct=str(args.ct), images=args.image, cameras=args.camera, center_mm=reg.center.tolist(),

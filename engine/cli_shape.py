@@ -74,6 +74,8 @@ def add_commands(sub) -> None:
     r.add_argument("--overlay", metavar="PNG", help="write the targets with initial/final outlines")
     r.add_argument("--result", metavar="JSON", help="write coefficients, pose, loss and timing")
     r.add_argument("--quiet", action="store_true", help="no progress bar")
+    r.add_argument("--view", action="store_true",
+                   help="watch the fit in a window: the current shape over the targets, the loss curve")
     r.set_defaults(func=cmd_reconstruct)
 
 
@@ -185,6 +187,10 @@ def cmd_reconstruct(args) -> int:
 
         kw = xray_settings(min(cams[0].rows, cams[0].cols), n_modes=args.modes, scale=args.scale,
                            free_iterations=args.free)
+    if args.view:
+        from .viewer.watch import Watcher
+
+        kw["callback"] = Watcher(imgs, cams)
     res = reconstruct(np.stack(imgs), cams, model, init=init, scale=args.scale, free_iterations=args.free,
                       progress=not args.quiet, **kw)
     save_or_rescue(args.out, res.save_mesh, what="reconstructed mesh")

@@ -179,3 +179,30 @@ def test_a_camera_json_gives_the_viewer_its_angles_and_distances():
     s = _state_from_camera(cam, (5.0, -3.0, 2.0))
     assert (s.primary, s.secondary, s.sid, s.sdd) == pytest.approx((-35, 12, 700, 1100))
     np.testing.assert_allclose(s.camera().P, cam.P, rtol=1e-9, atol=1e-9)
+
+
+def test_watching_a_registration_headless_draws_the_estimate_and_the_loss_curve(tmp_path):
+    """The optimisation watcher as a registration callback, headless: a screenshot every 10 steps; the loss
+    curve grows and the current DRR's edges move between the first and the last."""
+    import engine
+    from engine.registration import Registration
+    from engine.viewer.watch import CURVE_H, Watcher
+    from engine.volume import Volume, VolumeProjector, load_ct
+
+    ct = load_ct(Path(__file__).resolve().parents[1] / "assets" / "pelvis_phantom.nii.gz")
+    proj = VolumeProjector(Volume.from_ct(ct))
+    cams = [engine.carm(primary=p, sid=750, sdd=1150, isocenter=ct.center, rows=64, cols=64, pixel_size=6.0)
+            for p in (0, 90)]
+    targets = [engine.simulate(proj, c, mono_kev=60, output="line_integral") for c in cams]
+    reg = Registration(proj, cams, targets, similarity="ncc")
+    try:
+        w = Watcher(targets, cams, show_window=False, out_dir=tmp_path, every=10)
+    except RuntimeError as e:
+        pytest.skip(f"GGUI does not start here: {e}")
+    res = reg.run(np.array([0.08, 0.0, 0.0, 10.0, 0.0, 0.0]), callback=w.registration(reg), iterations=20)
+    assert len(w.losses) >= len(res.losses) - 1 and len(w.shots) == (len(w.losses) + 9) // 10  # one per 10 steps
+    first, last = _png(w.shots[0]), _png(w.shots[-1])
+    curve = slice(720 - CURVE_H, 720)
+    assert np.abs(last[curve] - first[curve]).sum() > 0  # the curve grew
+    red = lambda im: (im[:520, :, 0] > 200) & (im[:520, :, 1] < 100)  # noqa: E731 - the estimate's edges
+    assert red(first).sum() > 100 and (red(first) != red(last)).sum() > 100
