@@ -206,3 +206,21 @@ def test_watching_a_registration_headless_draws_the_estimate_and_the_loss_curve(
     assert np.abs(last[curve] - first[curve]).sum() > 0  # the curve grew
     red = lambda im: (im[:520, :, 0] > 200) & (im[:520, :, 1] < 100)  # noqa: E731 - the estimate's edges
     assert red(first).sum() > 100 and (red(first) != red(last)).sum() > 100
+
+
+def test_without_ggui_the_viewer_says_what_to_install_and_shows_a_plain_window(monkeypatch, capsys):
+    import matplotlib
+
+    matplotlib.use("Agg")  # plt.show() returns at once
+    import engine.viewer
+    from engine import cli
+
+    def no_vulkan(*a, **k):
+        raise RuntimeError("GGUI: no Vulkan device")
+
+    monkeypatch.setattr(engine.viewer, "open_viewer", no_vulkan)
+    assert cli.main(["view"]) == 0
+    err = capsys.readouterr().err
+    assert "cannot start (GGUI: no Vulkan device)" in err and "mesa-vulkan-drivers libvulkan1" in err
+    assert cli.main(["view", "--headless", "--script", __file__]) == 2  # headless has no fallback: an error
+    assert "not a readable JSON file" in capsys.readouterr().err
