@@ -3,7 +3,7 @@
     python tests/backend_scene.py --arch cpu --out scene_cpu.npz
 
 Run by tests/test_backends.py once per backend (a process can initialise Taichi only once), which compares the
-files.  The scene: the shipped pelvis phantom (assets/pelvis_phantom.nii.gz, 247 x 180 x 207 voxels: 110 MB
+files.  The scene: the shipped pelvis phantom (assets/pelvis_phantom.nii.gz, 240 x 174 x 260 voxels: 124 MiB
 of float32 material densities, one buffer just under Vulkan's guaranteed 128 MiB), a titanium sphere (icosphere) inside it, two C-arm views.  Saved: the volume projector's per-material
 path lengths (both views, one batched launch), the mesh projector's path lengths by rasterisation and by BVH and
 the vertex gradient of a fixed loss, and ``engine.simulate`` on the first view (fluoro90 spectrum, scatter, Poisson

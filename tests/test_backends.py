@@ -82,14 +82,19 @@ def test_the_two_mesh_methods_agree_on_each_backend(scenes):
 
 def test_noisy_frames_draw_the_same_counter_based_samples(scenes):
     """The noise generator is counter-based (pixel, seed): both backends draw the same uniforms, so the noisy
-    images agree except where a float32 rounding of the mean moves a Poisson draw across a boundary."""
+    images agree except where a float32 rounding of the mean moves a Poisson draw across a boundary: mostly by
+    one quantum, but for means >= 10 (PTRS, a rejection sampler) a rounding can flip one accept/reject test and
+    give an unrelated draw.  With the box-filtered pelvis phantom, 2 of 19200 pixels did (7 and 28 quanta; means
+    101.06651 vs 101.06628 quanta at the 28), so a handful of such pixels is allowed, not a bound on all."""
     cpu, vk = scenes
     a, b = cpu["image"].astype(np.float64), vk["image"].astype(np.float64)
     assert float(cpu["quanta"]) == float(vk["quanta"]) > 0
     quantum = 1.0 / float(cpu["quanta"])  # one detected quantum, in the image's units (I/I0 of the open field)
     off = np.abs(a - b) > 0.01 * quantum
     assert off.mean() < 0.002, off.sum()
-    assert np.abs(a - b).max() < 3 * quantum
+    assert np.sum(np.abs(a - b) > 3.5 * quantum) <= 3
+    mean_off = np.abs(cpu["noiseless"].astype(np.float64) - vk["noiseless"]) / quantum
+    assert mean_off[np.abs(a - b) > 3.5 * quantum].max(initial=0.0) < 0.01  # only where the means agree
     assert np.std(a - cpu["noiseless"]) > 0.3 * np.sqrt(quantum * np.median(cpu["noiseless"]))  # noise is on
 
 

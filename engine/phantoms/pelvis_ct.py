@@ -6,11 +6,15 @@ Loop-subdivided twice, in the anatomical RAS+ frame of
 :func:`engine.phantoms.llp26.pelvis_ras_transform` (centre of the bone's volume at
 the origin).  What is synthetic: everything else: the HU values, a 1.5 mm cortical
 shell around cancellous bone, an elliptic-cylinder-like body of muscle-like soft
-tissue under a subcutaneous fat layer, a few irregular bowel-gas pockets in the
-lower abdomen, and air outside.  No pelvis CT is used or available here.
+tissue under a subcutaneous fat layer, cut by the grid's top and bottom faces as a
+real CT is cut through the patient, a few irregular bowel-gas pockets in the lower
+abdomen, and air around the body.  No pelvis CT is used or available here.
 
-Partial volume: every boundary is a linear ramp of a signed distance over one
-voxel, so edges are anti-aliased rather than staircase.  Deterministic: the gas
+Partial volume: the bone's outer and inner (cortex-cancellous) surfaces are box
+filtered, each voxel getting the exact volume fraction inside the surface's
+tangent plane (:func:`bone_fractions`), so the thin cortex does not alias into
+moire in projections; the other boundaries are a linear ramp of a signed distance
+over one voxel.  Edges are anti-aliased rather than staircase.  Deterministic: the gas
 pockets come from a seeded generator, bone distances are recomputed in float64 and
 open3d is used only for discrete choices (closest triangle, inside or outside).
 
@@ -34,9 +38,14 @@ CORTEX_MM = 1.5
 BODY_AXES_MM = (175.0, 125.0)  # semi-axes: left-right, anterior-posterior
 BODY_Y0_MM = 5.0
 BODY_POWER = 2.4  # 2 is an ellipse; a little more gives the squarer outline of a pelvis
-BODY_Z_MM = (-150.0, 140.0)  # the bone spans z = -117..+85 mm
+# the body is a segment of a longer trunk, cut by the grid's axial end faces as a real CT is cut through the
+# patient: no air above or below it.  The grid spans z = -200..190 mm (the bone spans z = -117..+85 mm), so
+# that the rays of the default C-arm views (engine.carm's isocentre at the grid centre, z = -5 mm; the main
+# demo's 480 mm detector at SID 750 / SDD 1150 mm, +-193 mm at the far side of the body in a lateral view; the
+# CLI's 410 mm at SDD 1200 mm) stay inside the body's cut faces
+GRID_Z_MM = (-200.0, 190.0)
 FAT_MM = {"lateral": 30.0, "anterior": 25.0, "posterior": 18.0}  # subcutaneous fat thickness
-AIR_MARGIN_MM = 10.0  # air around the body, inside the grid
+AIR_MARGIN_MM = 5.0  # air around the body (left-right, front-back), inside the grid
 GAS_POCKETS = 4
 GAS_BOX_MM = ((-70.0, 70.0), (10.0, 85.0), (-15.0, 95.0))  # where pocket centres may be: the lower abdomen
 GAS_BONE_CLEARANCE_MM = 6.0
@@ -66,10 +75,15 @@ def _mesh_bodies(faces: np.ndarray) -> list:
 
 
 def _point_triangle_distance(p: np.ndarray, a: np.ndarray, b: np.ndarray, c: np.ndarray) -> np.ndarray:
-    """Euclidean distance (mm, float64) from points p (n, 3) to triangles (a, b, c) (n, 3 each).
+    """Euclidean distance (mm, float64) from points p (n, 3) to triangles (a, b, c) (n, 3 each)."""
+    return np.linalg.norm(p - _closest_point_on_triangle(p, a, b, c), axis=1)
 
-    The closest point by Voronoi region of the triangle (Ericson, Real-Time Collision
-    Detection, 5.1.5), vectorised.
+
+def _closest_point_on_triangle(p: np.ndarray, a: np.ndarray, b: np.ndarray, c: np.ndarray) -> np.ndarray:
+    """(n, 3) float64: the point of triangle (a, b, c) (n, 3 each) closest to p (n, 3).
+
+    By Voronoi region of the triangle (Ericson, Real-Time Collision Detection, 5.1.5),
+    vectorised.
     """
     ab, ac, ap, bp, cp = b - a, c - a, p - a, p - b, p - c
     dot = lambda u, w: np.einsum("ij,ij->i", u, w)  # noqa: E731
@@ -88,7 +102,7 @@ def _point_triangle_distance(p: np.ndarray, a: np.ndarray, b: np.ndarray, c: np.
         q = a + (vb / denom)[:, None] * ab + (vc / denom)[:, None] * ac  # inside the face
     for cond, point in reversed(regions):
         q = np.where(cond[:, None], point, q)
-    return np.linalg.norm(p - q, axis=1)
+    return q
 
 
 def _scene(vertices: np.ndarray, faces: np.ndarray):
@@ -122,40 +136,86 @@ def _near_surface(scene, axes, band: float, step: int = 3) -> np.ndarray:
     return d[np.ix_(*where)] - r <= band + 1e-3
 
 
-def _body_signed_distance(vertices: np.ndarray, faces: np.ndarray, axes, band: float) -> np.ndarray:
-    """Signed distance (mm, < 0 inside) on the grid ``axes`` to one closed, outward mesh, clamped to +-band.
+def _body_signed_distance(vertices: np.ndarray, faces: np.ndarray, axes, band: float):
+    """Signed distance (mm, < 0 inside) on the grid ``axes`` to one closed, outward mesh, clamped to +-band,
+    and its gradient.
 
     Sign: open3d ray parity, majority of 3 rays, at every point.  Magnitude: the
     exact float64 distance to the closest triangle (found by open3d) at points that
-    may be within ``band``; elsewhere ``band``.
+    may be within ``band``; elsewhere ``band``.  Gradient (I, J, K, 3) float32, a unit
+    vector pointing out of the body: ``(p - q) / d`` from the closest point q (the
+    triangle's normal where p lies on it); zero where the distance is clamped.
     """
     scene = _scene(vertices, faces)
     grid = np.stack(np.meshgrid(*axes, indexing="ij"), -1)
     inside = scene.compute_occupancy(_f32(grid.reshape(-1, 3)), nsamples=3).numpy().reshape(grid.shape[:3]) > 0
     d = np.full(inside.shape, band)
+    grad = np.zeros(inside.shape + (3,), np.float32)
     near = _near_surface(scene, axes, band)
     pts = grid[near]
     tri = faces[scene.compute_closest_points(_f32(pts))["primitive_ids"].numpy().astype(np.int64)]
-    d[near] = np.minimum(_point_triangle_distance(pts, vertices[tri[:, 0]], vertices[tri[:, 1]],
-                                                  vertices[tri[:, 2]]), band)
-    return np.where(inside, -d, d)
+    a, b, c = vertices[tri[:, 0]], vertices[tri[:, 1]], vertices[tri[:, 2]]
+    q = _closest_point_on_triangle(pts, a, b, c)
+    dist = np.linalg.norm(pts - q, axis=1)
+    sign = np.where(inside[near], -1.0, 1.0)
+    normal = np.cross(b - a, c - a)
+    normal /= np.maximum(np.linalg.norm(normal, axis=1, keepdims=True), 1e-300)
+    on = dist < 1e-9
+    g = np.where(on[:, None], normal, (pts - q) * (sign / np.where(on, 1.0, dist))[:, None])
+    d[near] = np.minimum(dist, band)
+    grad[near] = np.where((dist < band)[:, None], g, 0.0)
+    return np.where(inside, -d, d), grad
 
 
-def bone_signed_distance(axes, vertices: np.ndarray, faces: np.ndarray, band: float) -> np.ndarray:
+def bone_signed_distance(axes, vertices: np.ndarray, faces: np.ndarray, band: float, gradient: bool = False):
     """Signed distance (mm, < 0 in bone) on a grid to the union of the mesh's bodies, clamped to +-band.
 
     ``axes`` are the grid's voxel-centre coordinates (x, y, z), RAS mm.  The hip
     bones and the sacrum overlap a little at the sacroiliac joints, so each body is
     a separate solid and the union is the minimum of their signed distances (exact
-    outside the bone and within the cortex, a bound deeper inside).
+    outside the bone and within the cortex, a bound deeper inside).  With
+    ``gradient=True`` also the gradient of that distance, (I, J, K, 3) float32 unit
+    vectors out of the bone (those of the body that gives the minimum; zero where
+    the distance is clamped).
     """
     out = np.full([len(a) for a in axes], float(band))
+    grad = np.zeros(out.shape + (3,), np.float32) if gradient else None
     for f in _mesh_bodies(faces):
         used = vertices[np.unique(f)]
         sl = tuple(slice(int(np.searchsorted(a, lo - band)), int(np.searchsorted(a, hi + band, side="right")))
                    for a, lo, hi in zip(axes, used.min(0), used.max(0)))
-        out[sl] = np.minimum(out[sl], _body_signed_distance(vertices, f, [a[s] for a, s in zip(axes, sl)], band))
-    return out
+        d, g = _body_signed_distance(vertices, f, [a[s] for a, s in zip(axes, sl)], band)
+        closer = d < out[sl]
+        out[sl] = np.where(closer, d, out[sl])
+        if gradient:
+            grad[sl] = np.where(closer[..., None], g, grad[sl])
+    return (out, grad) if gradient else out
+
+
+def box_fraction(d: np.ndarray, normal: np.ndarray, h: float) -> np.ndarray:
+    """Partial volume: the fraction of a voxel (a cube of side ``h`` mm) inside a plane.
+
+    The plane passes at signed distance ``d`` (mm, < 0: the voxel centre is inside)
+    from the voxel centre, with unit outward normal ``normal`` (..., 3); the result
+    is the exact volume fraction of the cube on the inside, i.e. the half-space's
+    indicator box-filtered over the voxel and sampled at its centre.  It is the
+    distribution function of a sum of three uniform variables of widths
+    ``h |n_x|, h |n_y|, h |n_z|`` (a piecewise cubic in ``d``), so it ramps over
+    ``h (|n_x| + |n_y| + |n_z|)`` (one voxel for an axis-aligned plane, up to
+    ``sqrt(3)`` voxels for a diagonal one).  Widths under ``1e-3 h`` are raised to
+    it (a change of at most ``1e-3 h`` in where the ramp lies) to keep the formula finite.
+    """
+    w = np.maximum(np.abs(np.asarray(normal, np.float64)) * h, 1e-3 * h)
+    t = w.sum(-1) / 2 - np.asarray(d, np.float64)
+    w1, w2, w3 = w[..., 0], w[..., 1], w[..., 2]
+    total = np.zeros(np.broadcast_shapes(t.shape, w1.shape))
+    for e1 in (0, 1):
+        for e2 in (0, 1):
+            for e3 in (0, 1):
+                r = np.maximum(t - e1 * w1 - e2 * w2 - e3 * w3, 0.0)
+                total += (-1) ** (e1 + e2 + e3) * r ** 3
+    frac = np.clip(total / (6 * w1 * w2 * w3), 0.0, 1.0)
+    return np.where(t >= w1 + w2 + w3, 1.0, frac)  # wholly inside: exactly 1, not 1 - rounding
 
 
 def _superellipse_distance(x, y, axes_mm, y0: float, power: float) -> np.ndarray:
@@ -187,24 +247,26 @@ def _over(hu: np.ndarray, frac: np.ndarray, value) -> np.ndarray:
 
 # --------------------------------------------------------------------------- tissues
 def grid_axes(spacing_mm: float = SPACING_MM):
-    """Voxel-centre coordinates (x, y, z), RAS+ mm, of the phantom grid: the body plus an air margin."""
+    """Voxel-centre coordinates (x, y, z), RAS+ mm, of the phantom grid: the body's cross-section plus an air
+    margin, :data:`GRID_Z_MM` along z."""
     h = float(spacing_mm)
-    lo = np.array([-BODY_AXES_MM[0], BODY_Y0_MM - BODY_AXES_MM[1], BODY_Z_MM[0]]) - AIR_MARGIN_MM
-    hi = np.array([BODY_AXES_MM[0], BODY_Y0_MM + BODY_AXES_MM[1], BODY_Z_MM[1]]) + AIR_MARGIN_MM
+    lo = np.array([-BODY_AXES_MM[0] - AIR_MARGIN_MM, BODY_Y0_MM - BODY_AXES_MM[1] - AIR_MARGIN_MM, GRID_Z_MM[0]])
+    hi = np.array([BODY_AXES_MM[0] + AIR_MARGIN_MM, BODY_Y0_MM + BODY_AXES_MM[1] + AIR_MARGIN_MM, GRID_Z_MM[1]])
     n = np.ceil((hi - lo) / h).astype(int)
     start = (lo + hi) / 2 - (n - 1) * h / 2  # centre the grid on the body box
     return [s + h * np.arange(k) for s, k in zip(start, n)]
 
 
 def _body_distances(x, y, z):
-    """Signed distances (mm) to the skin and to the fat-muscle boundary (body segment, RAS mm)."""
-    cap = np.maximum(BODY_Z_MM[0] - z, z - BODY_Z_MM[1])  # the segment ends in two axial planes
+    """Signed distances (mm) to the skin and to the fat-muscle boundary (RAS mm; the same in every axial slice:
+    the body's ends lie beyond the grid)."""
     skin = _superellipse_distance(x, y, BODY_AXES_MM, BODY_Y0_MM, BODY_POWER)
     inner_axes = (BODY_AXES_MM[0] - FAT_MM["lateral"],
                   BODY_AXES_MM[1] - (FAT_MM["anterior"] + FAT_MM["posterior"]) / 2)
     inner_y0 = BODY_Y0_MM + (FAT_MM["posterior"] - FAT_MM["anterior"]) / 2
     muscle = _superellipse_distance(x, y, inner_axes, inner_y0, BODY_POWER)
-    return np.maximum(skin, cap), np.maximum(muscle, cap)
+    shape = np.broadcast_shapes(np.shape(x), np.shape(y), np.shape(z))
+    return np.broadcast_to(skin, shape), np.broadcast_to(muscle, shape)
 
 
 def _distance_to_mesh(vertices: np.ndarray, faces: np.ndarray, points: np.ndarray) -> np.ndarray:
@@ -291,12 +353,39 @@ def make_pelvis_phantom(spacing_mm: float = SPACING_MM, seed: int = 0, coarse_ve
     _over(hu, _ramp(body, h), HU["fat"])
     _over(hu, _ramp(muscle, h), HU["soft"])
     _over(hu, _ramp(_gas_distance(x, y, z, gas_pockets(seed, vertices, faces)), h), HU["gas"])
-    bone = bone_signed_distance(axes, vertices, faces, band=CORTEX_MM + h)  # ramps saturate beyond
-    outer, core = _ramp(bone, h), _ramp(bone + CORTEX_MM, h)  # fractions in bone, in its cancellous core
+    outer, core = bone_fractions(axes, vertices, faces, h)
     hu = hu * (1.0 - outer) + HU["cortical"] * (outer - core) + HU["cancellous"] * core
     affine = np.diag([h, h, h, 1.0])
     affine[:3, 3] = [a[0] for a in axes]
     return np.rint(hu).astype(np.int16), affine
+
+
+def bone_fractions(axes, vertices: np.ndarray, faces: np.ndarray, h: float):
+    """Partial volumes of the bone and of its cancellous core in each voxel (side ``h`` mm) of the grid ``axes``.
+
+    The bone is the union of the mesh's closed bodies; its core is the bone deeper than
+    :data:`CORTEX_MM` (the cortex is the shell between).  Each fraction is the exact
+    volume fraction of the voxel inside the surface's tangent plane (:func:`box_fraction`)
+    at the voxel, from the signed distance and its gradient (:func:`bone_signed_distance`);
+    the core uses the level set ``CORTEX_MM`` inside the surface.  Box filtering, rather
+    than a ramp along the normal, makes the thin shell's voxel sums (and so its
+    projections) independent of where the surface falls between voxel centres, which
+    keeps a 1-voxel cortex from aliasing into moire.  It assumes the surface is flat
+    across a voxel: where a plate is thinner than a voxel, both of its faces in one
+    voxel, the fraction is that of the nearer face only.
+
+    Returns
+    -------
+    outer, core : (I, J, K) float64 in [0, 1], ``core <= outer``.
+    """
+    band = CORTEX_MM + h  # beyond it both planes miss the voxel (their ramps end within sqrt(3) h / 2)
+    d, grad = bone_signed_distance(axes, vertices, faces, band=band, gradient=True)
+    outer, core = (d < 0).astype(np.float64), (d + CORTEX_MM < 0).astype(np.float64)
+    ramp = np.abs(d) < band
+    n = grad[ramp].astype(np.float64)
+    outer[ramp] = box_fraction(d[ramp], n, h)
+    core[ramp] = box_fraction(d[ramp] + CORTEX_MM, n, h)
+    return outer, core
 
 
 def write_pelvis_phantom(path=ASSET, spacing_mm: float = SPACING_MM, seed: int = 0) -> Path:
