@@ -4,7 +4,13 @@ Writes ``out/drr_pelvis.png`` (a labelled panel: AP, LAO 30, lateral; density
 line integral, g/cm^2, windowed for display) and ``out/drr_pelvis_ap.tiff`` (the
 AP per-material stack, float32 g/cm^2), and prints where they went.
 
-Run from the repository root:  python demos/drr_pelvis.py [--out DIR] [--ct PATH]
+Display: each view is windowed on its own (:func:`engine.display.auto_window`: the
+5th and 99.9th percentiles of its pixels behind the body, open beam left out), and
+its title gives the window in g/cm^2, since grey levels then differ between views.
+``--shared-window`` gives the three views one window (their body pixels pooled), so
+that equal grey means equal g/cm^2 across the panel.
+
+Run from the repository root:  python demos/drr_pelvis.py [--out DIR] [--ct PATH] [--shared-window]
 """
 import argparse
 import sys
@@ -17,6 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import engine  # noqa: E402
+from engine.display import auto_window, shared_window  # noqa: E402
 from engine.imageio import save_image, window_to_uint8  # noqa: E402
 from engine.volume import Volume, VolumeProjector, load_ct  # noqa: E402
 
@@ -37,11 +44,18 @@ def labelled_panel(images, titles) -> np.ndarray:
     return np.concatenate(sum(([t, gap] for t in tiles), [])[:-1], axis=1)
 
 
+def view_windows(images, shared: bool = False) -> list:
+    """Display window (low, high), g/cm^2, of each image: its own auto window, or one shared by all."""
+    return [shared_window(images)] * len(images) if shared else [auto_window(im) for im in images]
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--ct", default=str(ROOT / "assets" / "pelvis_phantom.nii.gz"), help="CT to render")
     ap.add_argument("--out", default=str(ROOT / "out"), help="output folder (default: out/)")
     ap.add_argument("--size", type=int, default=384, help="detector rows = cols (default 384)")
+    ap.add_argument("--shared-window", action="store_true",
+                    help="one display window for all views (default: each view windowed on its own)")
     args = ap.parse_args(argv)
 
     ct = load_ct(args.ct)
@@ -57,8 +71,9 @@ def main(argv=None):
     dt = time.perf_counter() - t
     print(f"rendered {len(cams)} views of {args.size}x{args.size} in {dt * 1000:.0f} ms")
     totals = stacks.sum(axis=1)
-    window = (0.0, float(np.percentile(totals, 99.8)))
-    panel = labelled_panel([window_to_uint8(t, window) for t in totals], [v[0] for v in VIEWS])
+    windows = view_windows(totals, args.shared_window)
+    titles = [f"{v[0]}  window {lo:.1f}-{hi:.1f} g/cm2" for v, (lo, hi) in zip(VIEWS, windows)]
+    panel = labelled_panel([window_to_uint8(t, w) for t, w in zip(totals, windows)], titles)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     from skimage.io import imsave
@@ -66,7 +81,8 @@ def main(argv=None):
     imsave(out / "drr_pelvis.png", panel, check_contrast=False)
     save_image(out / "drr_pelvis_ap.tiff", stacks[0])
     cams[0].to_json(out / "drr_pelvis_ap_camera.json")
-    print(f"wrote {out / 'drr_pelvis.png'} (panel: {', '.join(v[0] for v in VIEWS)})")
+    print(f"wrote {out / 'drr_pelvis.png'} (panel: {'; '.join(titles)}; "
+          f"{'one shared window' if args.shared_window else 'each view windowed on its own'})")
     print(f"wrote {out / 'drr_pelvis_ap.tiff'} (AP per-material stack {vol.materials}, g/cm^2)")
     print(f"wrote {out / 'drr_pelvis_ap_camera.json'}")
 

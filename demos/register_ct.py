@@ -16,7 +16,8 @@ error (mTRE, mm) over the CT's bone voxels (5,000 of them, drawn once), the fina
 translation (mm) errors, iterations and time.
 
 Writes into ``--out`` (default ``out/register_ct/``): ``register_ct.json`` (all trials), ``overlay.png``
-(trial 0: target | DRR at the start | DRR registered, each view), ``losses.png`` (the loss curves).
+(trial 0: target | DRR at the start | DRR registered, each view; columns named in a header strip, each view's
+name in its row's corner), ``losses.png`` (the loss curves).
 
     python demos/register_ct.py [--trials 20] [--size 128] [--out out/register_ct]
 """
@@ -51,16 +52,30 @@ def random_start(rng):
     return np.r_[np.deg2rad(rng.uniform(0, MAX_DEG)) * axis, t]
 
 
-def save_overlay(path, reg, start, found):
-    from PIL import Image
+OVERLAY_COLUMNS = ("X-ray (target)", "DRR at start", "DRR registered")
+
+
+def save_overlay(path, reg, start, found, view_names=None):
+    """PNG: one row per view (its name in the corner), columns named in a header strip (OVERLAY_COLUMNS)."""
+    from PIL import Image, ImageDraw
 
     rows = []
     before, after = reg.drrs(start), reg.drrs(found)
+    names = view_names or [f"view {i + 1}" for i in range(len(reg.targets))]
     for i, t in enumerate(reg.targets):
         panels = [t, before[i], after[i]]
-        rows.append(np.concatenate([window_to_uint8(p, (np.percentile(p, 1), np.percentile(p, 99.5)))
-                                    for p in panels], axis=1))
-    Image.fromarray(np.concatenate(rows, axis=0)).save(path)
+        row = Image.fromarray(np.concatenate([window_to_uint8(p, (np.percentile(p, 1), np.percentile(p, 99.5)))
+                                              for p in panels], axis=1))
+        draw = ImageDraw.Draw(row)
+        draw.rectangle([0, 0, int(draw.textlength(names[i])) + 6, 13], fill=0)
+        draw.text((3, 1), names[i], fill=255)
+        rows.append(np.asarray(row))
+    width = reg.targets[0].shape[1]
+    header = Image.new("L", (rows[0].shape[1], 16), 0)
+    draw = ImageDraw.Draw(header)
+    for k, title in enumerate(OVERLAY_COLUMNS):
+        draw.text((k * width + max(2, (width - int(draw.textlength(title))) // 2), 2), title, fill=255)
+    Image.fromarray(np.concatenate([np.asarray(header)] + rows, axis=0)).save(path)
 
 
 def save_losses(path, results):
@@ -122,7 +137,7 @@ def main(argv=None) -> dict:
               f"{rot_err:.2f} deg, translation error {r['translation_error_mm']:.2f} mm; {r['iterations']} "
               f"iterations, {res.seconds:.1f} s", flush=True)
         if trial == 0:
-            save_overlay(out / "overlay.png", reg, start, res.pose)
+            save_overlay(out / "overlay.png", reg, start, res.pose, view_names=["AP", "lateral (LAO 90)"])
     m = np.array([r["mtre_mm"] for r in results])
     summary = dict(ct=str(args.ct), similarity=args.similarity, trials=len(results), under_1mm=int((m < 1).sum()),
                    mtre_median_mm=float(np.median(m)), mtre_p90_mm=float(np.percentile(m, 90)),

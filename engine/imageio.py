@@ -1,8 +1,9 @@
 """Writing rendered images: PNG for viewing, NPY / TIFF float32 for analysis.
 
 Physical values are never changed by saving to NPY or TIFF.  PNG output is a
-display: values are windowed to 8 bits between two percentiles of the image
-(default 0.5 and 99.5 %), high line integrals bright, as on a radiograph.
+display: values are windowed to 8 bits between two percentiles of the pixels
+behind the body, open beam left out (:mod:`engine.display`; default 5 and
+99.9 %), high line integrals bright, as on a radiograph.
 """
 from pathlib import Path
 
@@ -20,12 +21,17 @@ def output_format(path) -> str:
 
 
 def window_to_uint8(img: np.ndarray, window: tuple[float, float] | None = None,
-                    percentiles: tuple[float, float] = (0.5, 99.5)) -> np.ndarray:
-    """Map ``img`` linearly to 0..255 between ``window`` (low, high) or the given percentiles."""
+                    percentiles: tuple[float, float] | None = None) -> np.ndarray:
+    """Map ``img`` linearly to 0..255 between ``window`` (low, high), in the image's units.
+
+    Without ``window``: :func:`engine.display.auto_window`, i.e. ``percentiles`` (default
+    5 and 99.9) of the pixels behind the body, the open beam (air) left out.
+    """
     img = np.asarray(img, np.float64)
     if window is None:
-        finite = img[np.isfinite(img)]
-        lo, hi = np.percentile(finite, percentiles) if finite.size else (0.0, 1.0)
+        from .display import DEFAULT_PERCENTILES, auto_window
+
+        lo, hi = auto_window(img, DEFAULT_PERCENTILES if percentiles is None else percentiles)
     else:
         lo, hi = window
     if hi <= lo:
