@@ -62,7 +62,7 @@ def test_validation_errors_name_the_problem(tmp_path):
     with pytest.raises(FileNotFoundError):
         load_mesh(tmp_path / "none.stl")
     (tmp_path / "x.stl").write_text("not a mesh")
-    with pytest.raises(ValueError, match="no triangles"):
+    with pytest.raises(ValueError, match="x.stl: not an STL file"):
         load_mesh(tmp_path / "x.stl")
     (tmp_path / "x.vtk").write_text("")
     with pytest.raises(ValueError, match="not a VTK file"):

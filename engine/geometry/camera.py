@@ -407,7 +407,7 @@ def _json_array(d: dict, key: str, shape: tuple, source: str) -> np.ndarray:
         return isinstance(x, list) and len(x) == shape[depth] and all(numbers(y, depth + 1) for y in x)
 
     if not numbers(v, 0):
-        what = f"a {' x '.join(str(n) for n in shape)} array" if len(shape) > 1 else f"a list of {shape[0]}"
+        what = f"a {' x '.join(str(n) for n in shape)} array of" if len(shape) > 1 else f"a list of {shape[0]}"
         raise InputError(f"{source}: '{key}' must be {what} numbers, got {_brief(v)}")
     return np.array(v, dtype=np.float64)
 

@@ -19,8 +19,9 @@ for convex polygons, the usual quads and n-gons of surface meshes); triangle str
 are split the way VTK does (odd triangles swap their first two points, so the winding
 is kept) and the degenerate triangles that join strips are dropped.  Vertices and
 lines are ignored.  A file that is not VTK, another dataset type (e.g.
-``UNSTRUCTURED_GRID``: extract its surface first), no points, or no polygons raise
-``ValueError`` naming the problem.
+``UNSTRUCTURED_GRID``: extract its surface first), no points, no polygons, or damaged
+or truncated data raise :class:`~engine.errors.InputError` (a ValueError) naming the
+file and the problem.
 
 Write (:func:`write_vtk_legacy`, :func:`write_vtp`): a polygon mesh in any of the
 variants above (used by :func:`engine.mesh.save_mesh` and by the tests).
@@ -34,6 +35,8 @@ import zlib
 from pathlib import Path
 
 import numpy as np
+
+from ..errors import InputError
 
 # legacy type names -> NumPy codes (big-endian in BINARY files).  "vtkIdType" is written as 32-bit int by VTK's
 # legacy writer; "long" is taken as 64 bits (Linux/macOS VTK builds).
@@ -63,18 +66,18 @@ def read_vtk(path):
     elif head.startswith(b"<"):
         points, polys, strips = _read_xml(data, p.name)
     else:
-        raise ValueError(f"{p.name}: not a VTK file (expected a legacy '# vtk DataFile Version ...' header "
+        raise InputError(f"{p.name}: not a VTK file (expected a legacy '# vtk DataFile Version ...' header "
                          "or an XML <VTKFile> document)")
     return _triangles(points, polys, strips, p.name)
 
 
 def _triangles(points, polys, strips, name):
     if points is None or len(points) == 0:
-        raise ValueError(f"{name}: no POINTS in the file")
-    tris = [_fan(*c, name) for c in polys] + [_strip(*c, name) for c in strips]
+        raise InputError(f"{name}: no POINTS in the file")
+    tris = [fan_triangulate(*c, name) for c in polys] + [_strip(*c, name) for c in strips]
     tris = [t for t in tris if len(t)]
     if not tris:
-        raise ValueError(f"{name}: no polygons or triangle strips (only points or lines?): not a surface mesh")
+        raise InputError(f"{name}: no polygons or triangle strips (only points or lines?): not a surface mesh")
     return np.asarray(points, np.float64), np.concatenate(tris)
 
 
@@ -83,14 +86,15 @@ def _cells(offsets, connectivity, what, name):
     off = np.asarray(offsets, np.int64)
     conn = np.asarray(connectivity, np.int64)
     if len(off) == 0 or off[0] != 0 or np.any(np.diff(off) < 0) or off[-1] != len(conn):
-        raise ValueError(f"{name}: corrupt {what} cell array (offsets do not match {len(conn)} point ids)")
+        raise InputError(f"{name}: corrupt {what} cell array (offsets do not match {len(conn)} point ids)")
     return off[:-1], np.diff(off), conn
 
 
-def _fan(offsets, connectivity, name):
+def fan_triangulate(offsets, connectivity, name):
+    """(T, 3) triangles ``(p0, pk, pk+1)`` of polygons given as offsets (with a leading 0) into point ids."""
     start, count, conn = _cells(offsets, connectivity, "polygon", name)
     if np.any(count < 3):
-        raise ValueError(f"{name}: {int((count < 3).sum())} polygons have fewer than 3 points")
+        raise InputError(f"{name}: {int((count < 3).sum())} polygons have fewer than 3 points")
     ntri = count - 2
     first = np.repeat(start, ntri)
     k = np.arange(ntri.sum()) - np.repeat(np.cumsum(ntri) - ntri, ntri) + 1  # 1 .. count-2 within each polygon
@@ -100,7 +104,7 @@ def _fan(offsets, connectivity, name):
 def _strip(offsets, connectivity, name):
     start, count, conn = _cells(offsets, connectivity, "triangle strip", name)
     if np.any(count < 3):
-        raise ValueError(f"{name}: {int((count < 3).sum())} triangle strips have fewer than 3 points")
+        raise InputError(f"{name}: {int((count < 3).sum())} triangle strips have fewer than 3 points")
     ntri = count - 2
     k = np.arange(ntri.sum()) - np.repeat(np.cumsum(ntri) - ntri, ntri)  # 0 .. count-3 within each strip
     i = np.repeat(start, ntri) + k
@@ -117,7 +121,7 @@ class _LegacyReader:
         self.data, self.name, self.pos, self.binary = data, name, 0, False
 
     def fail(self, what):
-        raise ValueError(f"{self.name}: {what}")
+        raise InputError(f"{self.name}: {what}")
 
     def raw_line(self):
         if self.pos >= len(self.data):
@@ -169,7 +173,7 @@ class _LegacyReader:
             got += len(words)
         try:
             return np.array(" ".join(chunks).split(), dtype=np.float64 if code[0] == "f" else np.int64)
-        except ValueError as e:
+        except (ValueError, OverflowError) as e:
             self.fail(f"bad number in {what} ({e})")
 
     def read(self):
@@ -216,11 +220,11 @@ class _LegacyReader:
     def ints(self, words, k, form):
         """The k integers after the keyword in ``words``."""
         try:
-            if len(words) > k:
+            if len(words) > k and all(int(w) >= 0 for w in words[1:1 + k]):
                 return [int(w) for w in words[1:1 + k]]
         except ValueError:
             pass
-        self.fail(f"expected '{form}', got {' '.join(words)[:60]!r}")
+        self.fail(f"expected '{form}' (counts >= 0), got {' '.join(words)[:60]!r}")
 
     def cell_array(self, key, n, size):
         nxt = (self.peek() or "").split()
@@ -260,16 +264,20 @@ def _counted_to_offsets(flat, n, key, name):
     """Classic legacy cells ``[count, id, id, ..., count, id, ...]`` -> (offsets with a leading 0, point ids)."""
     flat = np.asarray(flat, np.int64)
     k = int(flat[0]) if len(flat) else 0
-    if n and len(flat) == n * (k + 1) and np.all(flat[::k + 1] == k):  # all cells the same size
+    if n and k >= 0 and len(flat) == n * (k + 1) and np.all(flat[::k + 1] == k):  # all cells the same size
         return np.arange(n + 1) * k, flat.reshape(n, k + 1)[:, 1:].ravel()
+    if n > len(flat):
+        raise InputError(f"{name}: {key}: {n} cells announced in {len(flat)} values")
     heads, pos = np.empty(n, np.int64), 0
     for i in range(n):
         if pos >= len(flat):
-            raise ValueError(f"{name}: {key}: {n} cells announced, the data end after {i}")
+            raise InputError(f"{name}: {key}: {n} cells announced, the data end after {i}")
+        if flat[pos] < 0:
+            raise InputError(f"{name}: {key}: cell {i} has a negative size {int(flat[pos])}")
         heads[i] = pos
         pos += 1 + int(flat[pos])
     if pos != len(flat):
-        raise ValueError(f"{name}: {key}: cell sizes do not add up to the {len(flat)} values announced")
+        raise InputError(f"{name}: {key}: cell sizes do not add up to the {len(flat)} values announced")
     counts = flat[heads]
     return np.concatenate([[0], np.cumsum(counts)]), np.delete(flat, heads)
 
@@ -279,20 +287,27 @@ class _XmlContext:
         self.name = name
         order = root.get("byte_order", "LittleEndian")
         if order not in ("LittleEndian", "BigEndian"):
-            raise ValueError(f"{name}: unknown byte_order {order!r}")
+            raise InputError(f"{name}: unknown byte_order {order!r}")
         self.order = "<" if order == "LittleEndian" else ">"
         htype = root.get("header_type", "UInt32")
         if htype not in ("UInt32", "UInt64"):
-            raise ValueError(f"{name}: unsupported header_type {htype!r}")
+            raise InputError(f"{name}: unsupported header_type {htype!r}")
         self.header = np.dtype(self.order + XML_TYPES[htype])
         comp = root.get("compressor")
         if comp and comp not in COMPRESSORS:
-            raise ValueError(f"{name}: unsupported compressor {comp!r} (zlib and LZMA are read)")
+            raise InputError(f"{name}: unsupported compressor {comp!r} (zlib and LZMA are read)")
         self.decompress = COMPRESSORS[comp] if comp else None
         self.appended = appended  # (encoding, bytes after the '_') or None
 
     def fail(self, what):
-        raise ValueError(f"{self.name}: {what}")
+        raise InputError(f"{self.name}: {what}")
+
+    def count(self, elem, key: str) -> int:
+        """A non-negative integer attribute (0 when absent)."""
+        text = elem.get(key, "0")
+        if not re.fullmatch("[0-9]+", text.strip()):
+            self.fail(f"<{elem.tag}> attribute {key}={text[:20]!r} is not a count")
+        return int(text)
 
     def _header_size(self, first):
         return self.header.itemsize * (1 if self.decompress is None else 3 + int(first))
@@ -323,6 +338,8 @@ class _XmlContext:
         if offset < 0 or offset + hs > len(buf):
             self.fail(f"appended data offset {offset} lies outside the appended data")
         hsize = self._header_size(np.frombuffer(buf, self.header, 1, offset)[0])
+        if offset + hsize > len(buf):
+            self.fail("appended data array header is truncated")
         header = np.frombuffer(buf[offset:offset + hsize], self.header)
         return self._unpack(header, buf[offset + hsize:offset + hsize + self._body_size(header)])
 
@@ -334,11 +351,16 @@ class _XmlContext:
             except (binascii.Error, ValueError) as e:
                 self.fail(f"bad base64 data ({e})")
 
+        def head(nbytes):
+            raw = b64(text[:chars(nbytes)])[:nbytes]
+            if len(raw) < nbytes:
+                self.fail("base64 data array header is truncated")
+            return np.frombuffer(raw, self.header)
+
         chars = lambda nbytes: -(-nbytes // 3) * 4  # noqa: E731
-        hs = self.header.itemsize
-        hsize = self._header_size(np.frombuffer(b64(text[:chars(hs)])[:hs], self.header)[0])
+        hsize = self._header_size(head(self.header.itemsize)[0])
         hc = chars(hsize)
-        header = np.frombuffer(b64(text[:hc])[:hsize], self.header)
+        header = head(hsize)
         nbody = self._body_size(header)
         if hsize % 3 and text[hc - 1:hc] == "=":  # header padded on its own: data encoded separately
             body = b64(text[hc:hc + chars(nbody)])
@@ -363,7 +385,7 @@ class _XmlContext:
             if self.appended is None:
                 self.fail(f"{what} refers to appended data, but the file has no <AppendedData>")
             encoding, buf = self.appended
-            offset = int(elem.get("offset", "0"))
+            offset = self.count(elem, "offset")
             raw = self.from_raw(buf, offset) if encoding == "raw" else self.from_base64(buf[offset:])
         else:
             self.fail(f"unknown DataArray format {fmt!r} for {what}")
@@ -381,23 +403,26 @@ def _read_xml(data: bytes, name: str):
         encoding = enc.group(1).decode() if enc else "raw"
         underscore = data.find(b"_", m.end())
         if underscore < 0:
-            raise ValueError(f"{name}: <AppendedData> without the '_' that starts its data")
+            raise InputError(f"{name}: <AppendedData> without the '_' that starts its data")
         body = data[underscore + 1:]
         if encoding == "base64":
-            body = "".join(body.split(b"<", 1)[0].decode("ascii").split())
+            try:
+                body = "".join(body.split(b"<", 1)[0].decode("ascii").split())
+            except UnicodeDecodeError as e:
+                raise InputError(f"{name}: base64 appended data holds a non-ASCII byte at {e.start}") from None
         elif encoding != "raw":
-            raise ValueError(f"{name}: unknown AppendedData encoding {encoding!r}")
+            raise InputError(f"{name}: unknown AppendedData encoding {encoding!r}")
         appended = (encoding, body)
         data = data[:m.start()] + b"</VTKFile>"
     try:
         root = ET.fromstring(data)
     except ET.ParseError as e:
-        raise ValueError(f"{name}: not a readable VTK XML file ({e})") from None
+        raise InputError(f"{name}: not a readable VTK XML file ({e})") from None
     if root.tag != "VTKFile":
-        raise ValueError(f"{name}: not a VTK XML file (root element <{root.tag}>, expected <VTKFile>)")
+        raise InputError(f"{name}: not a VTK XML file (root element <{root.tag}>, expected <VTKFile>)")
     dtype = root.get("type")
     if dtype != "PolyData":
-        raise ValueError(f"{name}: unsupported VTK dataset type {dtype}: only PolyData (a surface mesh) is read; "
+        raise InputError(f"{name}: unsupported VTK dataset type {dtype}: only PolyData (a surface mesh) is read; "
                          "extract the surface first (e.g. ParaView's Extract Surface)")
     ctx = _XmlContext(root, name, appended)
     pieces = root.findall("./PolyData/Piece")
@@ -405,7 +430,7 @@ def _read_xml(data: bytes, name: str):
         ctx.fail("no <PolyData><Piece> in the file")
     points, polys, strips, base = [], [], [], 0
     for i, piece in enumerate(pieces):
-        n = int(piece.get("NumberOfPoints", "0"))
+        n = ctx.count(piece, "NumberOfPoints")
         arr = piece.find("./Points/DataArray")
         if arr is None:
             if n:
@@ -416,7 +441,7 @@ def _read_xml(data: bytes, name: str):
                 ctx.fail(f"piece {i}: Points must be {n} x 3 values, got {pts.size}")
             points.append(pts.reshape(n, 3))
         for tag, out, count in (("Polys", polys, "NumberOfPolys"), ("Strips", strips, "NumberOfStrips")):
-            if int(piece.get(count, "0")) == 0:
+            if ctx.count(piece, count) == 0:
                 continue
             arrays = {a.get("Name"): a for a in piece.findall(f"./{tag}/DataArray")}
             if "connectivity" not in arrays or "offsets" not in arrays:

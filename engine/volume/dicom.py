@@ -28,6 +28,11 @@ from .ct import CT
 _LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 _GEOMETRY = ("ImagePositionPatient", "ImageOrientationPatient", "PixelSpacing", "Rows", "Columns")
 _DICOM_SUFFIXES = (".dcm", ".dicom", ".dic", ".ima")
+# SOP classes of objects without pixels that may share a folder with a series: DICOMDIR, structured reports,
+# presentation states, RT plans/structures, encapsulated documents, registrations, waveforms
+_NOT_IMAGES = ("1.2.840.10008.1.3.10", "1.2.840.10008.5.1.4.1.1.88.", "1.2.840.10008.5.1.4.1.1.11.",
+               "1.2.840.10008.5.1.4.1.1.481.", "1.2.840.10008.5.1.4.1.1.104.", "1.2.840.10008.5.1.4.1.1.66",
+               "1.2.840.10008.5.1.4.1.1.9.")
 
 
 @dataclass
@@ -36,7 +41,6 @@ class _Slice:
 
     path: Path
     series: str
-    sop_class: str
     position: np.ndarray  # (3,)
     orientation: np.ndarray  # (6,): along a row, along a column
     spacing: tuple[float, float]  # between rows, between columns
@@ -97,13 +101,13 @@ def _read_file(f: Path):
     if missing:
         return _Problem(f, f"lacks {', '.join(missing)} (truncated or not a CT slice)", series, sop, has_pixels)
     try:
-        return _slice(f, ds, series, sop)
+        return _slice(f, ds, series)
     except Exception as e:  # unparsable values (pydicom converts lazily), undecodable pixel data
         return _Problem(f, str(e) if isinstance(e, ValueError) else f"{type(e).__name__}: {e}", series, sop,
                         has_pixels)
 
 
-def _slice(f: Path, ds, series: str, sop: str) -> _Slice:
+def _slice(f: Path, ds, series: str) -> _Slice:
     """The slice of a dataset that has the image attributes; ValueError naming what is wrong with them."""
     pos = np.array([float(x) for x in ds.ImagePositionPatient], np.float64)
     iop = np.array([float(x) for x in ds.ImageOrientationPatient], np.float64)
@@ -129,7 +133,7 @@ def _slice(f: Path, ds, series: str, sop: str) -> _Slice:
         raise ValueError(f"pixel data cannot be decoded: {e}") from None
     if pixels.shape != (rows, cols):
         raise ValueError(f"pixel data of shape {pixels.shape}, not one greyscale frame of {rows} x {cols}")
-    return _Slice(f, series, sop, pos, iop, (float(spacing[0]), float(spacing[1])), pixels, slope, intercept,
+    return _Slice(f, series, pos, iop, (float(spacing[0]), float(spacing[1])), pixels, slope, intercept,
                   thickness if np.isfinite(thickness) and thickness > 0 else 1.0)
 
 
@@ -139,12 +143,12 @@ def _names(items, n: int = 5) -> str:
     return shown + (f"; and {len(items) - n} more" if len(items) > n else "")
 
 
-def _belongs(problem: _Problem, series: str, sop_classes: set) -> bool:
+def _belongs(problem: _Problem, series: str) -> bool:
     """Whether a file that is not a usable slice may be part of the series being read (then it is an error)."""
     if not problem.readable:
         return True
-    if not problem.has_pixels:  # a truncated slice, or another kind of object (DICOMDIR, report)
-        return not problem.sop_class or problem.sop_class in sop_classes
+    if not problem.has_pixels:  # a truncated slice, or an object of a kind that has no pixels (DICOMDIR, report)
+        return not (problem.sop_class or "").startswith(_NOT_IMAGES)
     return not problem.series or problem.series == series  # an image, e.g. a screen capture of another series
 
 
@@ -163,11 +167,12 @@ def _select(folder: Path, slices: list, problems: list, series_uid: str | None) 
             raise InputError(f"series {series_uid} not in {folder}; found {sorted(series)}")
         uid = series_uid
     elif len(series) > 1:
-        raise InputError(f"{folder} holds {len(series)} series {sorted(series)}; pass series_uid")
+        found = "; ".join(f"{uid!r} ({len(v)} files, e.g. {v[0].path.name})" for uid, v in sorted(series.items()))
+        raise InputError(f"{folder} holds {len(series)} series: {found}; pass series_uid")
     else:
         uid = next(iter(series))
     chosen = series[uid]
-    bad = [p for p in problems if _belongs(p, uid, {s.sop_class for s in chosen})]
+    bad = [p for p in problems if _belongs(p, uid)]
     if bad:
         raise InputError(f"{folder}: {len(bad)} of the {len(bad) + len(chosen)} files of the series cannot be used: "
                          f"{_names(bad)}. Replace or remove them (no slice is silently left out)")

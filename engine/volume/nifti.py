@@ -35,7 +35,7 @@ def read_nifti(path) -> CT:
     if p.is_dir():
         raise IsADirectoryError(f"{p} is a folder; for DICOM series use read_dicom_series")
     header = _stored_header(p)
-    _check_spacing(p, header)
+    _check_header(p, header)
     try:
         img = nib.load(str(p))
     except Exception as e:  # nibabel raises several types for non-NIfTI data
@@ -71,20 +71,31 @@ def _stored_header(p: Path):
     for (size, at, magics), klass in zip(_HEADERS, (nib.Nifti1Header, nib.Nifti2Header)):
         if len(head) >= size and head[at:at + 4] in magics and size in (int.from_bytes(head[:4], "little"),
                                                                           int.from_bytes(head[:4], "big")):
+            endian = "<" if int.from_bytes(head[:4], "little") == size else ">"  # as sizeof_hdr tells
             try:
-                return klass(head[:size], check=False)
+                return klass(head[:size], endianness=endian, check=False)
             except Exception as e:  # nibabel's header errors
                 raise InputError(f"{p}: not a readable NIfTI file (bad header: {e})") from None
     why = f"{len(head)} bytes, shorter than a NIfTI header" if len(head) < 348 else "no NIfTI-1/2 header"
     raise InputError(f"{p}: not a readable NIfTI file ({why})")
 
 
-def _check_spacing(p: Path, header) -> None:
-    """Refuse a header whose affine would come from zero or non-finite ``pixdim`` spacings.
+def _check_header(p: Path, header) -> None:
+    """Refuse a damaged header that nibabel would "fix" with a guess, and one with no usable voxel spacing.
 
-    Without an sform, nibabel builds the affine (qform or base) from ``pixdim[1:4]`` and replaces zeros by 1 mm
-    with only a logged warning.
+    nibabel guesses the byte order from ``dim[0]`` (a damaged one swaps every value), drops invalid sform/qform
+    codes (another affine is then used), and, without an sform, builds the affine (qform or base) from
+    ``pixdim[1:4]`` with zeros replaced by 1 mm; each with only a logged warning.
     """
+    import nibabel as nib
+
+    if not 1 <= int(header["dim"][0]) <= 7:
+        raise InputError(f"{p}: damaged NIfTI header: dim[0] = {int(header['dim'][0])}, not a number of "
+                         "dimensions (1..7)")
+    for key in ("sform_code", "qform_code"):
+        if int(header[key]) not in nib.nifti1.xform_codes.value_set():
+            raise InputError(f"{p}: damaged NIfTI header: {key} = {int(header[key])} is not a NIfTI "
+                             f"xform code {sorted(nib.nifti1.xform_codes.value_set())}")
     if int(header["sform_code"]) > 0:
         return  # the sform matrix states the spacing; check_affine tests it
     pixdim = np.asarray(header["pixdim"][1:4], np.float64)
