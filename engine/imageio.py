@@ -43,33 +43,35 @@ def save_image(path, img: np.ndarray, window=None) -> list[Path]:
     """Write a 2D image, or a stack (n, rows, cols), to ``path``.
 
     A stack goes into one NPY/TIFF file; as PNG it becomes one file per slice,
-    named ``<stem>_<i>.png``.  Returns the paths written.
+    named ``<stem>_<i>.png``.  Every file is written atomically (:func:`engine.outputs.atomic_output`):
+    an error or Ctrl-C leaves no partial file at its path.  Returns the paths written.
     """
+    from .outputs import atomic_output, check_output
+
     path = Path(path)
     fmt = output_format(path)
     img = np.asarray(img, np.float32)
     if img.ndim not in (2, 3):
         raise ValueError(f"expected a (rows, cols) image or an (n, rows, cols) stack, got shape {img.shape}")
-    path.parent.mkdir(parents=True, exist_ok=True)
+    check_output(path, option="output")
     if fmt == ".npy":
-        np.save(path, img)
+        with atomic_output(path) as tmp, open(tmp, "wb") as f:
+            np.save(f, img)
         return [path]
     if fmt in (".tif", ".tiff"):
         import tifffile
 
-        tifffile.imwrite(path, img, photometric="minisblack")
+        with atomic_output(path) as tmp:
+            tifffile.imwrite(tmp, img, photometric="minisblack")
         return [path]
-    from skimage.io import imsave
+    from PIL import Image
 
-    if img.ndim == 2:
-        imsave(path, window_to_uint8(img, window), check_contrast=False)
-        return [path]
-    out = []
-    for i, sl in enumerate(img):
-        p = path.with_name(f"{path.stem}_{i}{path.suffix}")
-        imsave(p, window_to_uint8(sl, window), check_contrast=False)
-        out.append(p)
-    return out
+    slices = [(path, img)] if img.ndim == 2 else [(path.with_name(f"{path.stem}_{i}{path.suffix}"), sl)
+                                                  for i, sl in enumerate(img)]
+    for p, sl in slices:
+        with atomic_output(p) as tmp:
+            Image.fromarray(window_to_uint8(sl, window)).save(tmp, format="PNG")
+    return [p for p, _ in slices]
 
 
 def load_image(path) -> np.ndarray:
