@@ -5,7 +5,7 @@ A fresh process pays Python imports, Taichi's start, the volume's upload and the
 kernel it launches; Taichi's offline cache (on, ``engine.backend``) keeps compiled kernels on disk, so a
 second process compiles nothing.  Inside a process the kernels are compiled once (they take ndarrays:
 :mod:`engine.volume.march`, :mod:`engine.mesh.raster`), so a second projector of the same kind costs its
-upload plus a render.  Scene: the shipped pelvis phantom (247 x 180 x 207), a 256 x 256 AP view, and the
+upload plus a render.  Scene: the shipped pelvis phantom (240 x 174 x 260 since the box-filtered phantom; 247 x 180 x 207 before), a 256 x 256 AP view, and the
 same view of an icosphere (5,120 triangles) by the mesh projector with its vertex gradient.
 
     python benchmarks/startup.py [--out benchmarks/results/startup.json] [--arch cpu|vulkan]

@@ -82,7 +82,8 @@ def _add_drr(sub):
                    help="write the per-material stack (air, soft tissue, bone) instead of their sum")
     p.add_argument("--f16", action="store_true", help="store the volume as float16 on the device (half memory)")
     p.add_argument("--window", type=finite, nargs=2, metavar=("LOW", "HIGH"),
-                   help="PNG display window in g/cm^2 (default: 0.5-99.5 percentiles)")
+                   help="PNG display window in the image's units (default: 5th-99.9th percentiles of the pixels "
+                        "behind the body, engine.display)")
     x = p.add_argument_group("X-ray physics (any of these turns the density DRR into a detector image)")
     x.add_argument("--kvp", type=_positive(float), help="polychromatic tube spectrum at this kVp (spekpy, 2.5 mm Al)")
     x.add_argument("--preset", choices=("fluoro60", "fluoro90", "fluoro120"), help="shipped fluoroscopy spectrum")

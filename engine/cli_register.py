@@ -101,8 +101,17 @@ def _overlay(path, reg, start, found):
     from .imageio import window_to_uint8
     from .outputs import atomic_output
 
+    from PIL import ImageDraw
+
     before, after = reg.drrs(start), reg.drrs(found)
     rows = [np.concatenate([window_to_uint8(p) for p in (t, before[i], after[i])], axis=1)
             for i, t in enumerate(reg.targets)]
+    im = Image.fromarray(np.concatenate(rows, axis=0)).convert("RGB")
+    draw = ImageDraw.Draw(im)  # the legend: what each column is, which view each row is
+    w, h = reg.targets[0].shape[1], reg.targets[0].shape[0]
+    for c, name in enumerate(("X-ray", "DRR at the start", "DRR registered")):
+        draw.text((c * w + 4, 2), name, fill=(255, 80, 80))
+    for r in range(len(reg.targets)):
+        draw.text((4, r * h + h - 14), f"view {r + 1}", fill=(255, 80, 80))
     with atomic_output(path) as tmp:
-        Image.fromarray(np.concatenate(rows, axis=0)).save(tmp, format="PNG")
+        im.save(tmp, format="PNG")
