@@ -149,10 +149,10 @@ def camera_dict():
     ("[1, 2, 3]", "not a camera description \\(a JSON array"),
     ('"a camera"', "not a camera description \\(a JSON string"),
     ("null", "not a camera description \\(a JSON null"),
-    (dict(rows=None), "'rows' must be a number, got null"),
-    (dict(rows=[480]), "'rows' must be a number, got \\[480\\]"),
-    (dict(cols=True), "'cols' must be a number, got true"),
-    (dict(pixel_size="0.5"), "'pixel_size' must be a number"),
+    (dict(rows=None), "'rows' must be a positive integer, got null"),
+    (dict(rows=[480]), "'rows' must be a positive integer, got \\[480\\]"),
+    (dict(cols=True), "'cols' must be a positive integer, got true"),
+    (dict(pixel_size="0.5"), "'pixel_size' must be a positive number \\(mm\\), got \"0.5\""),
     (dict(mirrored="false"), "'mirrored' must be true or false"),
     (dict(camera_from_world=[[1, 0], [0, 1]]), "'camera_from_world' must be a 4 x 4 array of numbers"),
     (dict(principal_point=[1, "x"]), "'principal_point' must be a list of 2 numbers"),
@@ -183,7 +183,7 @@ def test_camera_json_text_errors_say_camera_json(camera_dict):
     from engine.geometry import Camera
 
     assert Camera.from_json(json.dumps(camera_dict)).rows == 20
-    with pytest.raises(InputError, match="^camera JSON: 'rows' must be a number"):
+    with pytest.raises(InputError, match="^camera JSON: 'rows' must be a positive integer"):
         Camera.from_json(json.dumps({**camera_dict, "rows": None}))
     with pytest.raises(InputError, match="^camera JSON: not a camera description \\(a JSON array"):
         Camera.from_json("[]")

@@ -300,9 +300,10 @@ class Camera:
         missing = [k for k in ("rows", "cols", "pixel_size", "sdd", "camera_from_world") if k not in d]
         if missing:
             raise InputError(f"{source}: the camera description lacks {missing}")
-        for key in ("rows", "cols", "pixel_size", "sdd"):
+        for key, what in (("rows", "a positive integer"), ("cols", "a positive integer"),
+                          ("pixel_size", "a positive number (mm)"), ("sdd", "a positive number (mm)")):
             if not _is_number(d[key]):
-                raise InputError(f"{source}: '{key}' must be a number, got {_brief(d[key])}")
+                raise InputError(f"{source}: '{key}' must be {what}, got {_brief(d[key])}")
         mirrored = d.get("mirrored", False)
         if not isinstance(mirrored, bool):
             raise InputError(f"{source}: 'mirrored' must be true or false, got {_brief(mirrored)}")
