@@ -4,10 +4,11 @@ import pickle
 import numpy as np
 import pytest
 
+from engine.mesh.subdivide import subdivide
 from engine.phantoms import llp26, pelvis_ct
 from engine.phantoms.llp26 import (load_llp26_model, pelvis_bodies, pelvis_landmarks, pelvis_mean_vertices,
                                    pelvis_ras_transform, pelvis_subject_vertices, pelvis_to_ras, pelvis_topology,
-                                   safe_load_pickle, signed_volume, subdivide)
+                                   safe_load_pickle, signed_volume)
 
 ASSET = pelvis_ct.ASSET
 
@@ -50,14 +51,20 @@ def test_safe_unpickler_reads_arrays_and_scalars():
         assert back["b"] is None and back["c"] == 1.5 and back["d"][0] == 3
 
 
-def test_model_path_falls_back_to_the_shared_copy_then_fails_clearly(monkeypatch, tmp_path):
+def test_model_path_falls_back_to_the_engine_data_copy_then_fails_clearly(monkeypatch, tmp_path):
     import musculoskeletal.models
 
     monkeypatch.setattr(musculoskeletal.models, "get_model_path", lambda rel: None)
-    if (llp26.SHARED_DIR / llp26.MODEL_FILE).is_file():
-        assert llp26.data_file(llp26.MODEL_FILE) == llp26.SHARED_DIR / llp26.MODEL_FILE
-    monkeypatch.setattr(llp26, "SHARED_DIR", tmp_path / "nowhere")
+    copy = tmp_path / llp26.DATA_SET / llp26.MODEL_FILE
+    copy.parent.mkdir(parents=True)
+    copy.write_bytes(b"")
+    monkeypatch.setenv("ENGINE_DATA", str(tmp_path))
+    assert llp26.data_file(llp26.MODEL_FILE) == copy
+    monkeypatch.setenv("ENGINE_DATA", str(tmp_path / "nowhere"))
     with pytest.raises(FileNotFoundError, match=r"musculoskeletal-models.*nowhere"):
+        llp26.data_file(llp26.MODEL_FILE)
+    monkeypatch.delenv("ENGINE_DATA")
+    with pytest.raises(FileNotFoundError, match=r"musculoskeletal-models.*ENGINE_DATA is not set"):
         llp26.data_file(llp26.MODEL_FILE)
 
 

@@ -123,7 +123,7 @@ def test_save_load_and_errors(tmp_path):
 
 
 def test_subdivided_model_is_the_subdivided_instance():
-    from engine.phantoms.llp26 import subdivide
+    from engine.mesh.subdivide import subdivide
 
     posed, _, faces, _ = _population()
     model = build_model(posed, faces, n_modes=2)

@@ -1,8 +1,8 @@
 """The LLP26 pelvis shape model (Zhang et al., J Biomech 2016; MPL-2.0): loading, triangulation, anatomical frame.
 
 The model ships in the PyPI package ``musculoskeletal-models==0.2.4`` (a project
-dependency, ``musculoskeletal/models/``); the copy in ``../shared/data/llp26_pelvis_ssm/``
-next to the repository is used when the package is absent.  Its ``.pc`` files are
+dependency, ``musculoskeletal/models/``); where the package is absent, a copy of its files in
+``$ENGINE_DATA/llp26_pelvis_ssm/`` is used (:mod:`engine.assets`).  Its ``.pc`` files are
 Python pickles: they are read with an unpickler that admits only what NumPy arrays
 need, because a pickle can run arbitrary code.
 
@@ -26,7 +26,9 @@ from pathlib import Path
 
 import numpy as np
 
+from ..assets import data_path
 from ..mesh.mesh import signed_volume, vertex_components
+from ..mesh.subdivide import subdivide  # noqa: F401 - re-exported: engine.phantoms.subdivide
 
 N_NODES = 3225  # nodes of the whole lower-limb model
 N_PELVIS = 1946  # nodes 0..1945: the pelvis (two hip bones + sacrum)
@@ -36,7 +38,7 @@ PATELLA = slice(2580, 2654)
 MODEL_FILE = "shape_models/LLP26_rigid.pc"
 MESH_FILE = "atlas_meshes/pelvis_combined_cubic_flat.mesh"
 ENS_FILE = "atlas_meshes/pelvis_combined_cubic_flat.ens"
-SHARED_DIR = Path(__file__).resolve().parents[3] / "shared" / "data" / "llp26_pelvis_ssm"
+DATA_SET = "llp26_pelvis_ssm"  # the folder of a copy of the model files under $ENGINE_DATA
 
 
 # --------------------------------------------------------------------------- safe loading
@@ -90,7 +92,7 @@ def data_file(relative: str) -> Path:
     """Path of an LLP26 data file, e.g. ``"shape_models/LLP26_rigid.pc"`` or ``"atlas_meshes/..."``.
 
     Looked up first in the installed package (``musculoskeletal.models.get_model_path``),
-    then in :data:`SHARED_DIR`.
+    then in the copy ``$ENGINE_DATA/llp26_pelvis_ssm/`` (:func:`engine.assets.data_path`).
 
     Raises
     ------
@@ -107,10 +109,15 @@ def data_file(relative: str) -> Path:
         if p is not None and Path(p).is_file():
             return Path(p)
         pkg = f"not in the installed musculoskeletal-models package ({Path(installed.__file__).parent})"
-    p = SHARED_DIR / relative
-    if p.is_file():
-        return p
-    raise FileNotFoundError(f"LLP26 file {relative!r} not found: {pkg}, and not in {SHARED_DIR}. "
+    try:
+        p = data_path(DATA_SET) / relative
+    except FileNotFoundError as e:
+        copy = str(e)
+    else:
+        if p.is_file():
+            return p
+        copy = f"no copy at {p}"
+    raise FileNotFoundError(f"LLP26 file {relative!r} not found: {pkg}; {copy}. "
                             "Install it with `pip install musculoskeletal-models==0.2.4`.")
 
 
@@ -255,66 +262,6 @@ def volume_centroid(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
 def pelvis_bodies(faces: np.ndarray | None = None) -> np.ndarray:
     """(1946,) int label (0, 1, 2) of the connected body (hip bone or sacrum) of each pelvis node."""
     return vertex_components(pelvis_topology() if faces is None else faces, N_PELVIS)
-
-
-def _edges(faces: np.ndarray):
-    """Undirected edges of a closed triangle mesh and, per half-edge, its edge index and opposite vertex.
-
-    Half-edge ``k`` of face ``f`` runs from ``faces[f, k]`` to ``faces[f, (k + 1) % 3]``;
-    arrays are ordered ``k * m + f``.  Raises ValueError unless every edge has
-    exactly two half-edges (closed, manifold).
-    """
-    a = faces.T.reshape(-1)  # [v0 of all faces, v1 ..., v2 ...]
-    b = np.roll(faces, -1, axis=1).T.reshape(-1)
-    opposite = np.roll(faces, -2, axis=1).T.reshape(-1)
-    edges, edge_of, counts = np.unique(np.sort(np.stack([a, b], 1), axis=1), axis=0, return_inverse=True,
-                                       return_counts=True)
-    if np.any(counts != 2):
-        raise ValueError(f"mesh is not closed and manifold: {int(np.sum(counts != 2))} edges not shared by 2 faces")
-    return edges, edge_of.reshape(-1), opposite
-
-
-def subdivide(vertices: np.ndarray, faces: np.ndarray, levels: int = 2):
-    """Loop subdivision of a closed triangle mesh (NumPy, deterministic); each level splits a triangle in four.
-
-    Edge points are ``3/8 (a + b) + 1/8 (c + d)`` (c, d opposite the edge); an old
-    vertex of valence n moves to ``(1 - n beta) v + beta * sum(neighbours)`` with
-    Loop's ``beta = (5/8 - (3/8 + cos(2 pi / n) / 4)^2) / n``.  The surface gets
-    smoother and shrinks slightly (the LLP26 pelvis loses 2-3 % of its volume).
-
-    Parameters
-    ----------
-    vertices : (n, 3) array, mm, any frame
-    faces : (m, 3) int array, closed manifold
-    levels : int
-        Number of subdivisions, >= 0.  Two take the LLP26 pelvis from 8.5 mm to
-        about 2 mm edges (62208 triangles).
-
-    Returns
-    -------
-    vertices : (n', 3) float64, mm, same frame; the first n are the moved old vertices
-    faces : (4**levels * m, 3) int64, same orientation
-    """
-    if levels < 0:
-        raise ValueError(f"levels must be >= 0, got {levels}")
-    v, f = np.array(vertices, np.float64), np.array(faces, np.int64)
-    for _ in range(int(levels)):
-        n, m = len(v), len(f)
-        edges, edge_of, opposite = _edges(f)
-        a, b = f.T.reshape(-1), np.roll(f, -1, axis=1).T.reshape(-1)
-        # each edge has two half-edges: each adds 3/16 (a + b) + 1/8 (its opposite vertex)
-        contrib = 3.0 / 16.0 * (v[a] + v[b]) + 1.0 / 8.0 * v[opposite]
-        edge_pts = np.stack([np.bincount(edge_of, contrib[:, k], len(edges)) for k in range(3)], 1)
-        ends = np.concatenate([edges[:, 0], edges[:, 1]])
-        others = np.concatenate([edges[:, 1], edges[:, 0]])
-        valence = np.bincount(ends, minlength=n).astype(np.float64)
-        ring = np.stack([np.bincount(ends, v[others, k], n) for k in range(3)], 1)
-        beta = (5.0 / 8.0 - (3.0 / 8.0 + np.cos(2.0 * np.pi / valence) / 4.0) ** 2) / valence
-        v = np.concatenate([(1.0 - valence * beta)[:, None] * v + beta[:, None] * ring, edge_pts])
-        e01, e12, e20 = (n + edge_of[k * m:(k + 1) * m] for k in range(3))
-        f = np.concatenate([np.stack(t, 1) for t in ((f[:, 0], e01, e20), (f[:, 1], e12, e01),
-                                                     (f[:, 2], e20, e12), (e01, e12, e20))])
-    return v, f
 
 
 # --------------------------------------------------------------------------- anatomical frame

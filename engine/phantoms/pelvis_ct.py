@@ -27,9 +27,11 @@ from pathlib import Path
 
 import numpy as np
 
+from ..assets import asset_path
+from ..mesh.subdivide import subdivide
 from . import llp26
 
-ASSET = Path(__file__).resolve().parents[2] / "assets" / "pelvis_phantom.nii.gz"
+ASSET = asset_path("pelvis_phantom.nii.gz", must_exist=False)  # where write_pelvis_phantom writes by default
 HU = {"air": -1000.0, "fat": -100.0, "soft": 40.0, "gas": -950.0, "cortical": 1400.0, "cancellous": 300.0}
 SPACING_MM = 1.5
 SUBDIVISIONS = 2
@@ -63,7 +65,7 @@ def pelvis_mesh(subdivisions: int = SUBDIVISIONS, coarse_vertices=None):
     faces : (m, 3) int64, outward oriented; three closed bodies (two hip bones, sacrum)
     """
     v = llp26.pelvis_to_ras(llp26.pelvis_mean_vertices()) if coarse_vertices is None else coarse_vertices
-    return llp26.subdivide(v, llp26.pelvis_topology(), subdivisions)
+    return subdivide(v, llp26.pelvis_topology(), subdivisions)
 
 
 def _mesh_bodies(faces: np.ndarray) -> list:

@@ -13,7 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
-PRESETS_DIR = Path(__file__).resolve().parents[2] / "assets" / "spectra"
+from ..assets import asset_path
+
+PRESETS_DIR = asset_path("spectra", must_exist=False)  # where write_presets writes by default
 PRESETS = {  # name: (kVp, anode angle deg, filtration {material: mm})
     "fluoro60": (60.0, 12.0, {"Al": 3.0}),
     "fluoro90": (90.0, 12.0, {"Al": 3.0, "Cu": 0.1}),
@@ -159,7 +161,7 @@ def preset(name: str, bins: int = 32) -> Spectrum:
     """
     if name not in PRESETS:
         raise ValueError(f"unknown spectrum preset {name!r}; choose from {sorted(PRESETS)}")
-    path = PRESETS_DIR / f"{name}.npz"
+    path = asset_path(f"spectra/{name}.npz", must_exist=False)
     if not path.is_file():
         kvp, angle, filt = PRESETS[name]
         return tube_spectrum(kvp, anode_angle=angle, filtration=filt, bins=bins)

@@ -167,7 +167,7 @@ class ShapeModel:
 
     def subdivided(self, levels: int) -> "ShapeModel":
         """The same model on a Loop-subdivided mesh (``levels`` times), modes subdivided alike (exact: linear)."""
-        from ..phantoms.llp26 import subdivide
+        from ..mesh.subdivide import subdivide
 
         if self.info.get("parts"):
             raise ValueError("a segment model's parts would lose their vertex ranges: subdivide the one-bone "

@@ -14,14 +14,13 @@ coarse mesh; use ``ShapeModel.subdivided(1)`` or ``(2)`` for rendering).
 """
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 
+from ..assets import asset_path
 from .build import build_model
 from .model import ShapeModel
 
-ASSET = Path(__file__).resolve().parents[2] / "assets" / "pelvis_ssm.npz"
+ASSET = asset_path("pelvis_ssm.npz", must_exist=False)  # where main() writes by default
 N_SUBJECTS = 26
 
 
@@ -50,7 +49,7 @@ def build_pelvis_model(exclude=(), *, variance: float | None = None, n_modes: in
 
 def load_pelvis_model(path=None) -> ShapeModel:
     """The shipped model (``assets/pelvis_ssm.npz``), built by :func:`build_pelvis_model` with all subjects."""
-    return ShapeModel.load(ASSET if path is None else path)
+    return ShapeModel.load(asset_path("pelvis_ssm.npz") if path is None else path)
 
 
 def main(argv=None) -> None:

@@ -1,7 +1,7 @@
 """A real vertebra population: T1..L3 from the label map of the chest CT, put in correspondence.
 
-The chest CT (``/work/shared/data/chest_ct``, or the folder named by
-``ENGINE_CHEST_CT``; see its README) comes with an automatic segmentation whose
+The chest CT (not shipped: pass its label map, or set ``ENGINE_DATA`` to the folder that
+holds ``chest_ct/``, or ``ENGINE_CHEST_CT`` to that folder itself; see :mod:`engine.assets`) comes with an automatic segmentation whose
 ``labels.csv`` names the vertebrae ``vertebrae_T1`` ... ``vertebrae_L3``.
 :func:`vertebra_meshes` turns each into a closed surface (marching cubes of
 the mask's lightly smoothed signed distance, on an isotropic grid); those meshes
@@ -15,12 +15,12 @@ cut, and by default left out (``complete_only``) with a warning.
 """
 from __future__ import annotations
 
-import os
 import warnings
 from pathlib import Path
 
 import numpy as np
 
+from ..assets import data_path
 from ..mesh import Mesh, make_mesh, merge_vertices, signed_volume, vertex_components
 from .correspondence import correspond
 
@@ -28,9 +28,9 @@ VERTEBRAE = tuple(f"T{i}" for i in range(1, 13)) + ("L1", "L2", "L3")
 
 
 def chest_ct_dir() -> Path:
-    """The chest CT's folder: ``$ENGINE_CHEST_CT`` or ``<repository>/../shared/data/chest_ct``."""
-    env = os.environ.get("ENGINE_CHEST_CT")
-    return Path(env) if env else Path(__file__).resolve().parents[3] / "shared" / "data" / "chest_ct"
+    """The chest CT's folder: ``$ENGINE_CHEST_CT``, else ``$ENGINE_DATA/chest_ct`` (FileNotFoundError naming both
+    when neither is set or the folder is missing)."""
+    return data_path("chest_ct", env="ENGINE_CHEST_CT")
 
 
 def label_ids(csv: Path) -> dict:
@@ -75,7 +75,7 @@ def vertebra_meshes(labels_path=None, names=VERTEBRAE, *, spacing: float = 2.0, 
     path = Path(labels_path) if labels_path is not None else chest_ct_dir() / "labels.nii.gz"
     if not path.is_file():
         raise FileNotFoundError(f"vertebra label map not found: {path} (the chest CT's labels.nii.gz; "
-                                "set ENGINE_CHEST_CT to its folder or pass labels_path)")
+                                "set ENGINE_DATA to the folder that holds chest_ct/, or pass labels_path)")
     csv = path.parent / "labels.csv"
     if not csv.is_file():
         raise FileNotFoundError(f"label table not found: {csv} (labels.csv beside the label map)")

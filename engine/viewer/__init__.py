@@ -12,14 +12,13 @@ __all__ = ["ViewerState", "apply", "default_scene", "open_viewer"]
 def default_scene():
     """The shipped pelvis phantom (a Volume) and a titanium screw-like rod (7 mm x 60 mm, conical tip) placed
     through the left sacroiliac region (world RAS+, mm): ``(volume, [(mesh, "titanium")], ct_path)``."""
-    from pathlib import Path
-
     import numpy as np
 
+    from ..assets import asset_path
     from ..mesh import rod
     from ..volume import Volume, load_ct
 
-    path = Path(__file__).resolve().parents[2] / "assets" / "pelvis_phantom.nii.gz"
+    path = asset_path("pelvis_phantom.nii.gz")
     ct = load_ct(path)
     screw = rod(radius=3.65, length=60.0, start=np.array([-75.0, -10.0, 20.0]), direction=[1.0, 0.1, -0.15])
     return Volume.from_ct(ct), [(screw, "titanium")], str(path)
