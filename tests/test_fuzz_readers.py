@@ -2,9 +2,9 @@
 
 Every case must end in a correct read or in an error naming the file (``InputError``, or ``FileNotFoundError``):
 never another exception type, a hang or a crash.  A truncated file that still reads must read as the intact file
-(nothing silently dropped).  All readers are Python/NumPy (pydicom, nibabel, zipfile, and the engine's own mesh
-parsers: no C mesh library is involved), so the cases run in this process; an interval timer turns a hang into a
-failure naming the case.
+(nothing silently dropped).  All readers are Python/NumPy (pydicom, nibabel, zipfile, the engine's own mesh
+parsers and meshio: no C mesh library is involved), so the cases run in this process; an interval timer turns a hang
+into a failure naming the case.
 """
 import signal
 import time
@@ -69,6 +69,8 @@ def ply_bytes(mesh, fmt="binary_little_endian") -> bytes:
 
 def mesh_files(folder: Path) -> dict:
     """A small closed sphere in every format load_mesh reads: {label: path}."""
+    import meshio
+
     from engine.mesh import icosphere
     from engine.mesh.vtk import write_vtk_legacy, write_vtp
 
@@ -86,6 +88,12 @@ def mesh_files(folder: Path) -> dict:
     out["xml-ascii.vtp"] = write_vtp(folder / "xml-ascii.vtp", s.vertices, s.faces)
     out["xml-zlib.vtp"] = write_vtp(folder / "xml-zlib.vtp", s.vertices, s.faces, format="binary", compress=True)
     out["xml-appended.vtp"] = write_vtp(folder / "xml-appended.vtp", s.vertices, s.faces, format="appended")
+    m = meshio.Mesh(s.vertices, [("triangle", s.faces)])  # the formats load_mesh reads through meshio
+    for name, fmt, kw in [("ug-ascii.vtk", "vtk", dict(binary=False)), ("ug-binary.vtk", "vtk42", dict(binary=True)),
+                          ("ug-ascii.vtu", "vtu", dict(binary=False)), ("ug-zlib.vtu", "vtu", {}),
+                          ("abaqus.inp", "abaqus", {}), ("medit.mesh", "medit", {}), ("medit.meshb", "medit", {})]:
+        meshio.write(folder / name, m, file_format=fmt, **kw)
+        out[name] = folder / name
     return out
 
 
@@ -225,7 +233,8 @@ def test_fuzz_camera_json(tmp_path):
 
 MESHES = ["stl-binary.stl", "stl-ascii.stl", "mesh.obj", "mesh.off", "ply-binary.ply", "ply-big-endian.ply",
           "ply-ascii.ply", "legacy-ascii.vtk", "legacy-binary.vtk", "xml-ascii.vtp", "xml-zlib.vtp",
-          "xml-appended.vtp"]
+          "xml-appended.vtp", "ug-ascii.vtk", "ug-binary.vtk", "ug-ascii.vtu", "ug-zlib.vtu", "abaqus.inp",
+          "medit.mesh", "medit.meshb"]
 
 
 @pytest.fixture(scope="module")

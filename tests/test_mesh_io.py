@@ -1,4 +1,5 @@
-"""Triangle meshes: reading through open3d, validation errors, icosphere, surfaces from label maps."""
+"""Triangle meshes: reading and writing (NumPy parsers, meshio), validation errors, icosphere, surfaces from label
+maps."""
 import numpy as np
 import pytest
 
@@ -28,7 +29,7 @@ def test_cube_and_icosphere_volumes_and_orientation():
         np.testing.assert_allclose(np.linalg.norm(s.vertices, axis=1), 20.0)
 
 
-@pytest.mark.parametrize("suffix", [".stl", ".ply", ".obj", ".off"])
+@pytest.mark.parametrize("suffix", [".stl", ".ply", ".obj", ".off", ".vtk", ".vtp", ".vtu", ".inp", ".mesh", ".meshb"])
 def test_round_trip_through_files_merges_stl_vertices(tmp_path, suffix):
     s = icosphere(15.0, 2, center=(1, 2, 3))
     p = save_mesh(tmp_path / f"s{suffix}", s)
@@ -67,9 +68,10 @@ def test_validation_errors_name_the_problem(tmp_path):
     (tmp_path / "x.vtk").write_text("")
     with pytest.raises(ValueError, match="not a VTK file"):
         load_mesh(tmp_path / "x.vtk")
-    (tmp_path / "x.3ds").write_text("")
-    with pytest.raises(ValueError, match="unsupported mesh format"):
-        load_mesh(tmp_path / "x.3ds")
+    for name in ("x.3ds", "x.msh"):  # Gmsh: meshio reads it, but a damaged node tag can cost gigabytes (mesh.py)
+        (tmp_path / name).write_text("")
+        with pytest.raises(ValueError, match="unsupported mesh format"):
+            load_mesh(tmp_path / name)
 
 
 def test_inputs_not_modified_and_transform():
@@ -100,3 +102,51 @@ def test_from_labels_sphere_and_affine():
     assert len(small.faces) <= 400 and small.volume == pytest.approx(true_vol, rel=0.05)
     with pytest.raises(ValueError, match="absent"):
         from_labels(lab, 3, aff)
+
+
+# ------------------------------------------------------------------------------------------------- meshio formats
+def _cube_cells():
+    """The cube of _cube() as meshio cell blocks: 4 quads, the other two sides as 4 triangles, and an edge (a line
+    cell, skipped)."""
+    v, f = _cube()
+    quads = np.array([np.r_[a, b, c, f[2 * i + 1][2]] for i, (a, b, c) in enumerate(f[0:8:2])])
+    return v, [("quad", quads), ("triangle", f[8:]), ("line", np.array([[0, 1]]))]
+
+
+@pytest.mark.parametrize("name, fmt", [("c.vtk", "vtk"), ("c.vtu", "vtu"), ("c.inp", "abaqus"), ("c.mesh", "medit"),
+                                       ("c.meshb", "medit")])
+def test_meshio_formats_read_surface_cells(tmp_path, name, fmt):
+    import warnings
+
+    import meshio
+
+    v, cells = _cube_cells()
+    meshio.write(tmp_path / name, meshio.Mesh(v, cells), file_format=fmt)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # outward as written: no orientation fix
+        cube = load_mesh(tmp_path / name)
+    assert cube.faces.shape == (12, 3) and cube.volume == pytest.approx(1000.0)
+    meshio.write(tmp_path / name, meshio.Mesh(v, cells + [("tetra", np.array([[0, 1, 2, 4]]))]), file_format=fmt)
+    with pytest.raises(ValueError, match=f"^{name}: 1 tetra cells: only surface cells .* extract its surface"):
+        load_mesh(tmp_path / name)
+    meshio.write(tmp_path / name, meshio.Mesh(v, cells[2:]), file_format=fmt)
+    with pytest.raises(ValueError, match=f"^{name}: no triangles, quads or polygons"):
+        load_mesh(tmp_path / name)
+
+
+@pytest.mark.parametrize("name, content, match", [
+    ("x.inp", "*NODE\n1, 0, 0, 0\n*ELEMENT, TYPE=S3\n1, 1, 2, 9\n", r"not a readable Abaqus file \(KeyError"),
+    ("x.mesh", "MeshVersionFormatted 2\nDimension 3\nVertices\n3\n0 0 0 0\n", r"not a readable Medit file "
+                                                                                     r"\(ValueError"),
+    ("x.mesh", "MeshVersionFormatted 2\nDimension 2\nVertices\n1\n0 0 0\nTriangles\n1\n1 1 1 0\n",
+     "points must be 3-D, the file has 2 coordinates per point"),
+    ("x.meshb", "", r"not a readable Medit binary file"),
+    ("x.vtu", "<VTKFile type='UnstructuredGrid' version='0.1'><UnstructuredGrid><Piece NumberOfPoints='3' "
+              "NumberOfCells='1'><Points><DataArray type='Float64' NumberOfComponents='3' format='ascii'>0 0 x"
+              "</DataArray></Points></Piece></UnstructuredGrid></VTKFile>",
+     r"not a readable VTK unstructured grid file \(ValueError: string or file could not be read"),
+])
+def test_meshio_errors_of_any_type_name_the_file(tmp_path, name, content, match):
+    (tmp_path / name).write_text(content)
+    with pytest.raises(ValueError, match=f"^{name}: {match}"):
+        load_mesh(tmp_path / name)

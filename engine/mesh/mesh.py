@@ -1,13 +1,15 @@
 """Closed triangle meshes: construction, reading and validation.
 
 Files are read by NumPy parsers here (STL binary and ASCII, PLY ASCII and binary, OBJ, OFF) and in
-:mod:`engine.mesh.vtk` (VTK), never by a C library that could crash on a damaged file: a file that cannot be read
-raises :class:`~engine.errors.InputError` naming the file, the problem and where it lies (line, vertex or face as
-numbered in the file).  open3d writes meshes (:func:`save_mesh`).
+:mod:`engine.mesh.vtk` (VTK PolyData, legacy ``.vtk`` and XML ``.vtp``), and by meshio for the formats it brings
+(VTK unstructured grids ``.vtk`` / ``.vtu``, Gmsh ``.msh``, Abaqus ``.inp``, Medit ``.mesh``), never by a C library
+that could crash on a damaged file: a file that cannot be read raises :class:`~engine.errors.InputError` naming the
+file, the problem and, for the NumPy parsers, where it lies (line, vertex or face as numbered in the file).
+:func:`save_mesh` writes through meshio (and :mod:`engine.mesh.vtk` for VTK PolyData).
 
 A :class:`Mesh` holds vertices (V, 3) float64 in world mm (RAS+) and faces (F, 3)
 int64, counter-clockwise seen from outside (outward normals), so that a ray's
-path length inside is ``sum_i sign(d . n_i) t_i`` over its hits (DESIGN.md).
+path length inside is ``sum_i sign(d . n_i) t_i`` over its hits (docs/architecture.md).
 
 :func:`validate` checks what the distance-map renderer relies on and raises
 ``ValueError`` naming the problem: NaN/inf coordinates, out-of-range indices,
@@ -26,8 +28,13 @@ import numpy as np
 
 from ..errors import InputError
 
-VTK_SUFFIXES = (".vtk", ".vtp")  # legacy POLYDATA, XML PolyData: read and written by engine.mesh.vtk
-READABLE = (".stl", ".ply", ".obj", ".off") + VTK_SUFFIXES
+# VTK, the format told by the content: PolyData (legacy POLYDATA, XML PolyData) read and written by
+# engine.mesh.vtk; unstructured grids (legacy UNSTRUCTURED_GRID, XML UnstructuredGrid) read by meshio
+VTK_SUFFIXES = (".vtk", ".vtp", ".vtu")
+# read and written by meshio: suffix -> (meshio reader/writer module, name of the format in messages).  Not Gmsh
+# .msh: meshio allocates an array as long as the largest node tag, so one damaged byte can cost gigabytes
+MESHIO_FORMATS = {".inp": ("abaqus", "Abaqus"), ".mesh": ("medit", "Medit"), ".meshb": ("medit", "Medit binary")}
+READABLE = (".stl", ".ply", ".obj", ".off") + VTK_SUFFIXES + tuple(MESHIO_FORMATS)
 
 
 def _open3d():
@@ -178,8 +185,9 @@ def make_mesh(vertices, faces, *, merge: bool = False, name: str = "mesh") -> Me
 
 
 def load_mesh(path) -> Mesh:
-    """Read STL (binary or ASCII), PLY (ASCII or binary), OBJ, OFF or VTK ``.vtk`` / ``.vtp`` polygon data
-    (:mod:`engine.mesh.vtk`); polygons are fan-triangulated, duplicate vertices merged, the mesh validated.
+    """Read STL (binary or ASCII), PLY (ASCII or binary), OBJ, OFF, VTK (``.vtk``, ``.vtp``, ``.vtu``: polygon data
+    or the surface cells of an unstructured grid), Gmsh ``.msh``, Abaqus ``.inp`` or Medit ``.mesh``; polygons are
+    fan-triangulated, duplicate vertices merged, the mesh validated.
 
     Raises FileNotFoundError for a missing file and :class:`~engine.errors.InputError` (a ValueError) naming the
     file for one that cannot be read or is not a closed surface; NaN/inf vertices and out-of-range face indices
@@ -195,6 +203,8 @@ def load_mesh(path) -> Mesh:
         from .vtk import read_vtk
 
         m = _FileMesh(*read_vtk(p))
+    elif suffix in MESHIO_FORMATS:
+        m = _FileMesh(*read_meshio(p, *MESHIO_FORMATS[suffix]))
     else:
         m = _READERS[suffix](p.read_bytes(), p.name)
     if len(m.faces) == 0:
@@ -252,6 +262,51 @@ class _FileMesh:
             k = int(f[j][out[j]][0]) + self.base
             raise InputError(f"{name}: {self.face(j)} refers to vertex {k}, but the file has {len(v)} vertices "
                              f"(numbered {self.base}..{len(v) - 1 + self.base}): face index out of range")
+
+
+# meshio cell types: surface cells kept (fan-triangulated), lower-dimensional ones skipped, any other refused
+_MESHIO_SURFACE = ("triangle", "quad", "polygon")
+_MESHIO_SKIPPED = ("empty", "vertex", "line")
+
+
+def read_meshio(path, reader: str, label: str):
+    """Vertices and triangles of the surface cells of a file read by meshio's ``meshio.<reader>.read``.
+
+    Triangles, quads and polygons are fan-triangulated in the file's order; vertices and lines are skipped; any other
+    cell (volume or second-order cells) raises :class:`~engine.errors.InputError`, and so does any exception meshio
+    raises on a damaged file (whatever its type), naming the file and the format ``label``.
+
+    Returns
+    -------
+    vertices : (V, 3) float64, the file's coordinates (mm for the engine)
+    faces : (F, 3) int64 triangles, not validated
+    """
+    import importlib
+
+    p = Path(path)
+    read = importlib.import_module(f"meshio.{reader}").read
+    try:
+        m = read(str(p))
+        points = np.asarray(m.points, np.float64)
+        blocks = [(c.type, np.asarray(c.data)) for c in m.cells]
+    except Exception as e:  # noqa: BLE001 - meshio raises ReadError, but also KeyError, IndexError, zlib.error ...
+        raise InputError(f"{p.name}: not a readable {label} file ({type(e).__name__}: {str(e)[:200] or 'no detail'})"
+                         ) from None
+    if points.ndim != 2 or points.shape[1] != 3:
+        raise InputError(f"{p.name}: points must be 3-D, the file has {points.shape[-1]} coordinates per point")
+    tris = []
+    for kind, cells in blocks:
+        if kind in _MESHIO_SKIPPED:
+            continue
+        if kind not in _MESHIO_SURFACE or cells.ndim != 2 or not np.issubdtype(cells.dtype, np.integer):
+            raise InputError(f"{p.name}: {len(cells)} {kind} cells: only surface cells ({', '.join(_MESHIO_SURFACE)})"
+                             " are read (a volume mesh? extract its surface first)")
+        from .vtk import fan_triangulate
+
+        tris.append(fan_triangulate(np.arange(len(cells) + 1) * cells.shape[1], cells.ravel(), p.name))
+    if not tris:
+        raise InputError(f"{p.name}: no triangles, quads or polygons in the file: not a surface mesh")
+    return points, np.concatenate(tris).astype(np.int64)
 
 
 def _polygon_mesh(name, vertices, polygons, *, vertex_lines=None, polygon_lines=None, base=0) -> _FileMesh:
@@ -622,22 +677,29 @@ class _PlyAscii:
 _READERS = {".stl": _read_stl, ".ply": _read_ply, ".obj": _read_obj, ".off": _read_off}
 
 
+# save_mesh through meshio: suffix -> (meshio format, keyword arguments of its writer)
+_MESHIO_WRITERS = {".stl": ("stl", {"binary": True}), ".ply": ("ply", {"binary": True}), ".obj": ("obj", {}),
+                   ".off": ("off", {}), ".vtu": ("vtu", {}), ".inp": ("abaqus", {}), ".mesh": ("medit", {}),
+                   ".meshb": ("medit", {})}
+
+
 def save_mesh(path, mesh: Mesh) -> Path:
-    """Write a mesh: STL, PLY, OBJ, OFF through open3d; ``.vtk`` (legacy) and ``.vtp`` (XML) as ASCII."""
+    """Write a mesh in the format its suffix names: ``.vtk`` (legacy POLYDATA) and ``.vtp`` (XML PolyData) as ASCII
+    by :mod:`engine.mesh.vtk`; STL (binary), PLY (binary), OBJ, OFF, ``.vtu`` (zlib), Abaqus ``.inp`` and Medit
+    ``.mesh`` / ``.meshb`` by meshio.  Every file it writes :func:`load_mesh` reads back."""
     p = Path(path)
-    if p.suffix.lower() not in READABLE:
-        raise ValueError(f"{p}: unsupported mesh format {p.suffix!r}")
-    if p.suffix.lower() in VTK_SUFFIXES:
+    suffix = p.suffix.lower()
+    if suffix not in READABLE:
+        raise ValueError(f"{p}: unsupported mesh format {p.suffix!r}; use one of {', '.join(READABLE)}")
+    if suffix in (".vtk", ".vtp"):
         from .vtk import write_vtk_legacy, write_vtp
 
-        return (write_vtp if p.suffix.lower() == ".vtp" else write_vtk_legacy)(p, mesh.vertices, mesh.faces)
-    o3d = _open3d()
+        return (write_vtp if suffix == ".vtp" else write_vtk_legacy)(p, mesh.vertices, mesh.faces)
+    import meshio
 
-    m = o3d.geometry.TriangleMesh(o3d.utility.Vector3dVector(np.array(mesh.vertices)),
-                                  o3d.utility.Vector3iVector(mesh.faces.astype(np.int32)))
-    m.compute_triangle_normals()
-    if not o3d.io.write_triangle_mesh(str(p), m):
-        raise OSError(f"could not write {p}")
+    fmt, kwargs = _MESHIO_WRITERS[suffix]
+    meshio.write(p, meshio.Mesh(np.asarray(mesh.vertices, np.float64), [("triangle", np.asarray(mesh.faces))]),
+                 file_format=fmt, **kwargs)
     return p
 
 

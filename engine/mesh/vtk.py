@@ -1,6 +1,8 @@
 """VTK surface meshes in NumPy: legacy ``.vtk`` POLYDATA and XML ``.vtp`` PolyData, read and written.
 
-No VTK library is needed; only NumPy and the standard library (xml, base64, zlib, lzma).
+meshio (the engine's reader for the other mesh formats) reads no PolyData: its legacy reader refuses
+``DATASET POLYDATA`` and its XML reader only ``UnstructuredGrid``.  So PolyData is parsed here, with only NumPy and
+the standard library (xml, base64, zlib, lzma), and unstructured grids are handed to meshio.
 
 Read (:func:`read_vtk`, the format is told by the content, not the suffix):
 
@@ -12,19 +14,21 @@ Read (:func:`read_vtk`, the format is told by the content, not the suffix):
 * XML ``.vtp`` (``<VTKFile type="PolyData">``), every piece, with data arrays in
   ``ascii``, inline ``binary`` (base64) or ``appended`` data (``raw`` or ``base64``),
   uncompressed or compressed (``vtkZLibDataCompressor``, ``vtkLZMADataCompressor``),
-  ``UInt32`` or ``UInt64`` headers, either byte order.
+  ``UInt32`` or ``UInt64`` headers, either byte order;
+* unstructured grids, legacy ``DATASET UNSTRUCTURED_GRID`` or XML ``<VTKFile type="UnstructuredGrid">`` (``.vtu``):
+  their triangle, quad and polygon cells, read by meshio (:func:`engine.mesh.mesh.read_meshio`).
 
 Polygons with more than three vertices are fan-triangulated ``(p0, pk, pk+1)`` (exact
 for convex polygons, the usual quads and n-gons of surface meshes); triangle strips
 are split the way VTK does (odd triangles swap their first two points, so the winding
 is kept) and the degenerate triangles that join strips are dropped.  Vertices and
 lines are ignored.  A file that is not VTK, another dataset type (e.g.
-``UNSTRUCTURED_GRID``: extract its surface first), no points, no polygons, or damaged
+``STRUCTURED_POINTS``), volume cells, no points, no polygons, or damaged
 or truncated data raise :class:`~engine.errors.InputError` (a ValueError) naming the
 file and the problem.
 
 Write (:func:`write_vtk_legacy`, :func:`write_vtp`): a polygon mesh in any of the
-variants above (used by :func:`engine.mesh.save_mesh` and by the tests).
+PolyData variants above (used by :func:`engine.mesh.save_mesh` and by the tests).
 """
 import base64
 import binascii
@@ -51,7 +55,8 @@ _BLOCK = 1 << 15  # uncompressed block size of compressed arrays, as VTK writes 
 
 # --------------------------------------------------------------------------------------------------- reading
 def read_vtk(path):
-    """Vertices and triangles of a VTK polygon mesh (legacy ``.vtk`` POLYDATA or XML ``.vtp``).
+    """Vertices and triangles of a VTK polygon mesh (legacy ``.vtk`` POLYDATA or XML ``.vtp``), or of the surface
+    cells of a VTK unstructured grid (legacy or XML ``.vtu``, read by meshio).
 
     Returns
     -------
@@ -62,13 +67,30 @@ def read_vtk(path):
     data = p.read_bytes()
     head = data[:64].lstrip(b"\xef\xbb\xbf \t\r\n")
     if head[:22].lower() == b"# vtk datafile version":
-        points, polys, strips = _LegacyReader(data, p.name).read()
+        reader = _LegacyReader(data, p.name)
+        kind = reader.dataset()
+        if kind == "UNSTRUCTURED_GRID":
+            return _unstructured(p, "vtk")
+        if kind != "POLYDATA":
+            reader.fail(f"unsupported VTK dataset type {kind}: only POLYDATA and UNSTRUCTURED_GRID (surface cells) "
+                        "are read; extract the surface first (e.g. ParaView's Extract Surface)")
+        points, polys, strips = reader.read()
     elif head.startswith(b"<"):
-        points, polys, strips = _read_xml(data, p.name)
+        xml = _read_xml(data, p.name)
+        if xml is None:
+            return _unstructured(p, "vtu")
+        points, polys, strips = xml
     else:
         raise InputError(f"{p.name}: not a VTK file (expected a legacy '# vtk DataFile Version ...' header "
                          "or an XML <VTKFile> document)")
     return _triangles(points, polys, strips, p.name)
+
+
+def _unstructured(path, reader):
+    """An unstructured grid's surface cells, read by meshio."""
+    from .mesh import read_meshio
+
+    return read_meshio(path, reader, "VTK unstructured grid")
 
 
 def _triangles(points, polys, strips, name):
@@ -176,7 +198,8 @@ class _LegacyReader:
         except (ValueError, OverflowError) as e:
             self.fail(f"bad number in {what} ({e})")
 
-    def read(self):
+    def dataset(self) -> str:
+        """Read the header up to the DATASET line; return the dataset type (upper case)."""
         header = self.raw_line()
         m = re.match(r"#\s*vtk\s+datafile\s+version\s+(\d+)\.(\d+)", header, re.I)
         if not m:
@@ -188,10 +211,11 @@ class _LegacyReader:
         self.binary = fmt == "BINARY"
         words = (self.line() or "").split()
         if len(words) != 2 or words[0].upper() != "DATASET":
-            self.fail(f"expected 'DATASET POLYDATA', got {' '.join(words)[:60]!r}")
-        if words[1].upper() != "POLYDATA":
-            self.fail(f"unsupported VTK dataset type {words[1]}: only POLYDATA (a surface mesh) is read; "
-                      "extract the surface first (e.g. ParaView's Extract Surface)")
+            self.fail(f"expected 'DATASET POLYDATA' or 'DATASET UNSTRUCTURED_GRID', got {' '.join(words)[:60]!r}")
+        return words[1].upper()
+
+    def read(self):
+        """The POLYDATA after :meth:`dataset`: points, polygon and strip cell arrays."""
         points, cells = None, {"POLYGONS": [], "TRIANGLE_STRIPS": []}
         while True:
             line = self.line()
@@ -396,6 +420,7 @@ class _XmlContext:
 
 
 def _read_xml(data: bytes, name: str):
+    """Points, polygon and strip cell arrays of an XML PolyData file; None for an UnstructuredGrid."""
     appended = None
     m = re.search(rb"<AppendedData\b([^>]*)>", data)
     if m:  # raw appended bytes may hold anything: cut them off before parsing the XML
@@ -421,9 +446,11 @@ def _read_xml(data: bytes, name: str):
     if root.tag != "VTKFile":
         raise InputError(f"{name}: not a VTK XML file (root element <{root.tag}>, expected <VTKFile>)")
     dtype = root.get("type")
+    if dtype == "UnstructuredGrid":
+        return None  # read by meshio
     if dtype != "PolyData":
-        raise InputError(f"{name}: unsupported VTK dataset type {dtype}: only PolyData (a surface mesh) is read; "
-                         "extract the surface first (e.g. ParaView's Extract Surface)")
+        raise InputError(f"{name}: unsupported VTK dataset type {dtype}: only PolyData and UnstructuredGrid (surface "
+                         "cells) are read; extract the surface first (e.g. ParaView's Extract Surface)")
     ctx = _XmlContext(root, name, appended)
     pieces = root.findall("./PolyData/Piece")
     if not pieces:
