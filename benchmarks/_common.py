@@ -1,7 +1,15 @@
 """Helpers shared by the benchmark scripts."""
+import os
 import time
+from pathlib import Path
 
 import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+# External data (not shipped): $ENGINE_DATA (see engine.assets), else ../shared/data beside the repository.
+# The benchmarks pass these paths to the engine explicitly; the engine never looks for them.
+DATA = Path(os.environ.get("ENGINE_DATA") or ROOT.parent / "shared" / "data")
+CHEST_CT = Path(os.environ.get("ENGINE_CHEST_CT") or DATA / "chest_ct")
 
 
 def median_time(fn, repeats):

@@ -35,8 +35,10 @@ from scipy import ndimage
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import engine  # noqa: E402
+from _common import CHEST_CT  # noqa: E402
 from engine.geometry.carm import carm  # noqa: E402
 from engine.recon.bone_xray import BoneXrayNCC  # noqa: E402
 from engine.volume import CT, Volume, VolumeProjector  # noqa: E402
@@ -89,10 +91,10 @@ def analyse(full, parts: dict, bone: str, margin_px: float = 8.0) -> dict:
 def vertebrae(size: int):
     import nibabel as nib
 
-    from engine.ssm.vertebrae import label_ids, chest_ct_dir
+    from engine.ssm.vertebrae import label_ids
     from engine.volume import load_ct
 
-    folder = chest_ct_dir()
+    folder = CHEST_CT
     if not (folder / "ct.nii.gz").is_file():
         print(f"tier 3a part skipped: {folder / 'ct.nii.gz'} is absent", flush=True)
         return []

@@ -40,11 +40,11 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import engine  # noqa: E402
-from _common import clip_rays  # noqa: E402
+from _common import CHEST_CT, clip_rays  # noqa: E402
 from engine.geometry import carm_rotation  # noqa: E402
 from engine.volume import Volume, VolumeProjector, load_ct  # noqa: E402
 
-CASES = {"chest_ct": ROOT.parent / "shared" / "data" / "chest_ct" / "ct.nii.gz",
+CASES = {"chest_ct": CHEST_CT / "ct.nii.gz",
          "pelvis_phantom": ROOT / "assets" / "pelvis_phantom.nii.gz"}
 DETECTORS = ((256, 2.0), (512, 1.0))  # (pixels per side, pixel size mm)
 BATCH = 8

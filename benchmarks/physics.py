@@ -24,11 +24,11 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import engine  # noqa: E402
-from _common import median_time  # noqa: E402
+from _common import CHEST_CT, median_time  # noqa: E402
 from engine.physics import NoiseModel, PhysicsChain, ScatterModel, preset  # noqa: E402
 from engine.physics.device_chain import DeviceChain  # noqa: E402
 
-CT_PATHS = (ROOT.parent / "shared" / "data" / "chest_ct" / "ct.nii.gz", ROOT / "assets" / "pelvis_phantom.nii.gz")
+CT_PATHS = (CHEST_CT / "ct.nii.gz", ROOT / "assets" / "pelvis_phantom.nii.gz")
 
 
 def main(argv=None):

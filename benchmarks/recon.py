@@ -31,8 +31,8 @@ from _common import median_time  # noqa: E402
 from engine import backend  # noqa: E402
 from engine.mesh import MeshProjector  # noqa: E402
 from engine.recon import Objective, ShapePose, reconstruct  # noqa: E402
-from engine.recon import experiments as ex  # noqa: E402
 from engine.ssm import load_pelvis_model  # noqa: E402
+from research import experiments as ex  # noqa: E402
 
 
 def main(argv=None):

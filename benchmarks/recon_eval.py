@@ -1,4 +1,4 @@
-"""Reconstruction accuracy, three tiers (see engine/recon/experiments.py), over random initial poses.
+"""Reconstruction accuracy, three tiers (see research/experiments.py), over random initial poses.
 
 Tiers 1 and 2 compare path-length images with MSE (target and render share the
 renderer and its units, so the thickness of bone also pins the depth); tier 3b, an
@@ -28,13 +28,15 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
+from _common import CHEST_CT  # noqa: E402
 from engine import metrics  # noqa: E402
-from engine.mesh import Mesh, MeshProjector  # noqa: E402
-from engine.phantoms.llp26 import subdivide  # noqa: E402
-from engine.recon import experiments as ex  # noqa: E402
+from engine.mesh import Mesh, MeshProjector, subdivide  # noqa: E402
+from engine.recon.recipes import xray_settings  # noqa: E402
 from engine.ssm import build_pelvis_model, llp26_population, load_pelvis_model  # noqa: E402
 from engine.ssm.quality import leave_one_out_fit  # noqa: E402
+from research import experiments as ex  # noqa: E402
 
 SUCCESS = {  # the issue's criteria (2 views); 1 view: reported, judged by HD against the published 30 mm
     "1 self-consistency": lambda t: t.pose_deg < 1.0 and t.pose_mm < 1.0 and t.assd < 0.5,
@@ -113,7 +115,7 @@ def tier3b(trials, views, size, rng, kw, max_offset=MAX_OFFSET, quanta=1000.0):
         off = ex.random_offset(rng, *max_offset)
         init = ex.offset_pose(truth_pose, model.mean.mean(0), *off)
         t, _ = ex.run_trial("3b CT phantom+physics", views, f"subject {s}", targets, cams, model, truth, init,
-                            truth_pose=truth_pose, **{**ex.xray_settings(size), **kw})
+                            truth_pose=truth_pose, **{**xray_settings(size), **kw})
         t.init_deg, t.init_mm = ex.offset_size(off)
         out.append(t)
         print(json.dumps(t.row()), flush=True)
@@ -132,16 +134,16 @@ def tier3a(trials, views, size, rng, kw, max_offset=MAX_OFFSET, quanta=250.0, pi
     ``scatter``, and ``ct_change(hu, labels, label_ids) -> hu`` (the CT's HU and label volumes, the
     labels' ids by name) changing the CT the X-rays are made of; ``label`` is appended to the rows' tier."""
     from engine.ssm import build_model
-    from engine.ssm.vertebrae import chest_ct_dir, vertebra_meshes, vertebra_population, vertebra_segment
+    from engine.ssm.vertebrae import vertebra_meshes, vertebra_population, vertebra_segment
     from engine.volume import Volume, load_ct
 
-    ct_path = chest_ct_dir() / "ct.nii.gz"
+    ct_path = CHEST_CT / "ct.nii.gz"
     if not ct_path.is_file():
         print(f"tier 3a skipped: {ct_path} is absent", flush=True)
         return []
     global _VERTEBRAE
     if "_VERTEBRAE" not in globals():  # correspondence once per run
-        meshes = vertebra_meshes()
+        meshes = vertebra_meshes(CHEST_CT / "labels.nii.gz")
         _VERTEBRAE = (meshes, *vertebra_population(meshes=meshes), Volume.from_ct(load_ct(ct_path)))
     meshes, faces, shapes, names, vol = _VERTEBRAE
     if ct_change is not None:
@@ -164,7 +166,7 @@ def tier3a(trials, views, size, rng, kw, max_offset=MAX_OFFSET, quanta=250.0, pi
         fit = model if single else vertebra_segment(model, shapes, names, name)
         t, _ = ex.run_trial(tier, views, name, targets, cams, fit, truth, init, truth_pose=truth_pose,
                             part=None if single else name,
-                            **{**ex.xray_settings(size, n_modes=None, search_mm=None), **kw})
+                            **{**xray_settings(size, n_modes=None, search_mm=None), **kw})
         t.init_deg, t.init_mm = ex.offset_size(off)
         out.append(t)
         print(json.dumps(t.row()), flush=True)
@@ -174,12 +176,12 @@ def tier3a(trials, views, size, rng, kw, max_offset=MAX_OFFSET, quanta=250.0, pi
 def _changed_ct(ct_change):
     """The chest CT changed by ``ct_change(hu, labels, label_ids)`` (see :func:`tier3a`), as a Volume."""
     import nibabel as nib
-    from engine.ssm.vertebrae import chest_ct_dir, label_ids
+    from engine.ssm.vertebrae import label_ids
     from engine.volume import CT, Volume, load_ct
 
-    ct = load_ct(chest_ct_dir() / "ct.nii.gz")
-    labels = np.asarray(nib.load(str(chest_ct_dir() / "labels.nii.gz")).dataobj)
-    hu = ct_change(np.array(ct.hu, np.float32), labels, label_ids(chest_ct_dir() / "labels.csv"))
+    ct = load_ct(CHEST_CT / "ct.nii.gz")
+    labels = np.asarray(nib.load(str(CHEST_CT / "labels.nii.gz")).dataobj)
+    hu = ct_change(np.array(ct.hu, np.float32), labels, label_ids(CHEST_CT / "labels.csv"))
     return Volume.from_ct(CT(hu=np.asarray(hu, np.float32), world_from_index=ct.world_from_index))
 
 

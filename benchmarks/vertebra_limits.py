@@ -12,7 +12,7 @@ Rows (targets):
 - ``vertebrae only, ideal, from the true pose``: started at the true pose.
 
 Each row is the tier's success rate (HD95 < 8 mm) and distribution.  Needs the chest CT
-(``ENGINE_CHEST_CT`` or ``../shared/data/chest_ct``).  Prints a table, writes JSON.
+(``$ENGINE_DATA/chest_ct``, default ``../shared/data/chest_ct``).  Prints a table, writes JSON.
 
     python benchmarks/vertebra_limits.py [--views AP+LAT] [--trials 10] [--rows benchmark ...] [--out ...]
 """
@@ -31,9 +31,10 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 import recon_eval  # noqa: E402
+from _common import CHEST_CT  # noqa: E402
 from recon_eval import ROOT, SUCCESS  # noqa: E402
 
-from engine.recon import experiments as ex  # noqa: E402
+from research import experiments as ex  # noqa: E402
 
 SOFT_TISSUE_HU = 40.0
 BODY_HU = -500.0  # above: the body (air and lung below; the lungs are inside the filled outline)
@@ -72,10 +73,8 @@ def main(argv=None):
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "vertebra_limits.json"))
     args = ap.parse_args(argv)
-    from engine.ssm.vertebrae import chest_ct_dir
-
-    if not (chest_ct_dir() / "ct.nii.gz").is_file():
-        sys.exit(f"the chest CT is not at {chest_ct_dir()} (set ENGINE_CHEST_CT to its folder)")
+    if not (CHEST_CT / "ct.nii.gz").is_file():
+        sys.exit(f"the chest CT is not at {CHEST_CT} (set ENGINE_DATA to the folder that holds chest_ct/)")
     t0 = time.perf_counter()
     trials = []
     for views in args.views:

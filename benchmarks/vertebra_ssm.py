@@ -3,7 +3,7 @@
 Marching cubes of each vertebra's label, a template (T7, median volume) registered
 rigidly and non-rigidly onto each (chained along the spine), Procrustes without
 scale, PCA; then compactness, leave-one-out generalisation and specificity.
-Needs ../shared/data/chest_ct (not shipped).
+Needs the chest CT (not shipped): ``$ENGINE_DATA/chest_ct``, default ``../shared/data/chest_ct``.
 
     python benchmarks/vertebra_ssm.py [--out benchmarks/results/vertebra_ssm_quality.png]
 """
@@ -15,7 +15,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
+from _common import CHEST_CT  # noqa: E402
 from engine.ssm import build_model, evaluate  # noqa: E402
 from engine.ssm.vertebrae import vertebra_population  # noqa: E402
 
@@ -25,7 +27,7 @@ def main(argv=None):
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "vertebra_ssm_quality.png"))
     args = ap.parse_args(argv)
     t0 = time.perf_counter()
-    faces, shapes, names = vertebra_population()
+    faces, shapes, names = vertebra_population(CHEST_CT / "labels.nii.gz")
     t1 = time.perf_counter()
     model = build_model(shapes, faces, variance=None, info={"name": "chest CT vertebrae " + "-".join(names)})
     print(f"{model} from {names} (correspondence {t1 - t0:.0f} s)")

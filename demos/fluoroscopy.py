@@ -9,6 +9,7 @@ runs on the device by default (``--physics numpy`` for the NumPy chain).
 Run from the repository root:  python demos/fluoroscopy.py [--out DIR] [--size N] [--physics device|numpy]
 """
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -25,7 +26,7 @@ from engine.imageio import window_to_uint8  # noqa: E402
 from engine.physics import ScatterModel  # noqa: E402
 
 CASES = {"pelvis_phantom": ROOT / "assets" / "pelvis_phantom.nii.gz",
-         "chest_ct": ROOT.parent / "shared" / "data" / "chest_ct" / "ct.nii.gz"}
+         "chest_ct": Path(os.environ.get("ENGINE_DATA") or ROOT.parent / "shared" / "data") / "chest_ct" / "ct.nii.gz"}
 
 
 def render_panel(ct_path: Path, size: int, photons: float, physics: str = "device") -> np.ndarray:

@@ -30,13 +30,12 @@ sys.path.insert(0, str(ROOT))
 
 from engine import metrics  # noqa: E402
 from engine.imageio import save_image  # noqa: E402
-from engine.mesh import Mesh, MeshProjector  # noqa: E402
-from engine.phantoms.llp26 import subdivide  # noqa: E402
-from engine.recon import experiments as ex  # noqa: E402
-from engine.recon import reconstruct  # noqa: E402
+from engine.mesh import Mesh, MeshProjector, subdivide  # noqa: E402
+from engine.recon import reconstruct, xray_settings  # noqa: E402
 from engine.recon.figures import save_error_mesh  # noqa: E402
 from engine.recon.overlay import save_loss_curve  # noqa: E402
 from engine.ssm import build_pelvis_model, llp26_population  # noqa: E402
+from research import experiments as ex  # noqa: E402
 
 
 def targets_for(kind, subject, shapes, faces, cams, seed=0):
@@ -53,7 +52,7 @@ def targets_for(kind, subject, shapes, faces, cams, seed=0):
     v, f = pelvis_mesh(2, coarse_vertices=shapes[subject])
     quanta = 1000.0 * (cams[0].pixel_size / 1.6) ** 2  # the benchmark's dose per detector area
     return (ex.xray_targets(vol, cams, quanta=quanta, seed=seed), Mesh(vertices=v, faces=f),
-            ex.xray_settings(cams[0].rows))
+            xray_settings(cams[0].rows))
 
 
 def main(argv=None):

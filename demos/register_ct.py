@@ -1,6 +1,6 @@
 """2D/3D registration demo: bring a CT back to two X-rays from 20 random starts.
 
-Data: the real chest CT (``../shared/data/chest_ct/ct.nii.gz``; the shipped pelvis phantom where it is
+Data: the real chest CT (``$ENGINE_DATA/chest_ct/ct.nii.gz``, default ``../shared/data``; the shipped pelvis phantom where it is
 absent).  No real fluoroscopy exists here, so the X-rays are simulated from the CT itself at its true pose
 (pose 0): AP and lateral (LAO 90) views, 128 x 128 pixels of 3.1 mm, polychromatic 90 kVp spectrum,
 kernel scatter (SPR 0.6 behind the patient) and Poisson noise (10^4 quanta per open-field pixel), written as
@@ -23,6 +23,7 @@ name in its row's corner), ``losses.png`` (the loss curves).
 """
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -38,7 +39,7 @@ from engine.mesh.pose import perturb, vector_from_rotation  # noqa: E402
 from engine.registration import Registration, mtre  # noqa: E402
 from engine.volume import Volume, VolumeProjector, load_ct  # noqa: E402
 
-CHEST = ROOT.parent / "shared" / "data" / "chest_ct" / "ct.nii.gz"
+CHEST = Path(os.environ.get("ENGINE_DATA") or ROOT.parent / "shared" / "data") / "chest_ct" / "ct.nii.gz"
 PHANTOM = ROOT / "assets" / "pelvis_phantom.nii.gz"
 MAX_DEG, MAX_MM = 15.0, 30.0
 

@@ -182,8 +182,8 @@ def cmd_reconstruct(args) -> int:
     init[:3, 3] = centre - init[:3, :3] @ model.mean.mean(0)
     _say(f"{model}; {len(cams)} view(s); loss {loss}; start at {np.round(centre, 1)} mm")
     kw = {"loss": loss, "n_modes": args.modes}
-    if loss == "xray":  # the tier-3 settings (engine.recon.experiments.xray_settings)
-        from .recon.experiments import xray_settings
+    if loss == "xray":  # the tier-3 settings (engine.recon.recipes.xray_settings)
+        from .recon.recipes import xray_settings
 
         kw = xray_settings(min(cams[0].rows, cams[0].cols), n_modes=args.modes, scale=args.scale,
                            free_iterations=args.free)

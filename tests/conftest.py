@@ -6,16 +6,18 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # tests/phantoms.py
-CHEST_CT = ROOT.parent / "shared" / "data" / "chest_ct"
-if os.environ.get("ENGINE_CHEST_CT"):
-    CHEST_CT = Path(os.environ["ENGINE_CHEST_CT"])
+sys.path.append(str(ROOT))  # research/ (the evaluation harness; not part of the library)
+# External data (not shipped): $ENGINE_DATA (see engine.assets), else ../shared/data beside the repository; the
+# tests pass its paths to the engine explicitly, and skip where it is absent.
+DATA = Path(os.environ.get("ENGINE_DATA") or ROOT.parent / "shared" / "data")
+CHEST_CT = Path(os.environ.get("ENGINE_CHEST_CT") or DATA / "chest_ct")
 ASSETS = ROOT / "assets"
 
 
 @pytest.fixture(scope="session")
 def chest_ct_dir():
     if not (CHEST_CT / "ct.nii.gz").is_file():
-        pytest.skip(f"real chest CT not found at {CHEST_CT} (set ENGINE_CHEST_CT to its folder)")
+        pytest.skip(f"real chest CT not found at {CHEST_CT} (set ENGINE_DATA to the folder that holds chest_ct/)")
     return CHEST_CT
 
 

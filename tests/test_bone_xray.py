@@ -136,10 +136,10 @@ def test_tier3_small_no_inverse_crime():
     criterion (8 mm)."""
     from engine import metrics
     from engine.phantoms.pelvis_ct import make_pelvis_phantom, pelvis_mesh
-    from engine.recon import experiments as ex
-    from engine.recon import reconstruct
+    from engine.recon import reconstruct, xray_settings
     from engine.ssm import build_pelvis_model, llp26_population
     from engine.volume import CT, Volume
+    from research import experiments as ex
 
     shapes, _ = llp26_population()
     s = 1
@@ -154,7 +154,7 @@ def test_tier3_small_no_inverse_crime():
     init = ex.offset_pose(ex.true_pose(coarse.mean, shapes[s]), model.mean.mean(0),
                           np.deg2rad(6.0) * np.array([0.6, -0.48, 0.64]),
                           np.array([8.0, -6.0, 6.0]))
-    res = reconstruct(targets, cams, model, init=init, **ex.xray_settings(192))
+    res = reconstruct(targets, cams, model, init=init, **xray_settings(192))
     m = metrics.surface_metrics(res.mesh, truth, n=4000)
     m0 = metrics.surface_metrics(res.initial_mesh, truth, n=4000)
     assert m["assd"] < 0.6 * m0["assd"], (m, m0)
@@ -220,8 +220,8 @@ def test_xray_targets_expose_for_the_aec_field():
     behind it get about ``quanta`` quanta (noise of the line integral ~ 1/sqrt(quanta)); metered on the
     half (mostly open beam), they get ~10x fewer (e^-2.4 through 120 mm of water) and are ~3x noisier."""
     from engine.geometry.carm import carm
-    from engine.recon import experiments as ex
     from engine.volume import CT, Volume, VolumeProjector
+    from research import experiments as ex
 
     n, mm = 64, 2.0
     aff = np.diag([mm, mm, mm, 1.0])

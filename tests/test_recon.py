@@ -6,9 +6,9 @@ import pytest
 import engine
 from engine.mesh.pose import rotation_from_vector
 from engine.recon import BandpassNCC, GradientNCC, MSE, NCC, Objective, ShapePose, Silhouette, line_integral, reconstruct
-from engine.recon.experiments import rotation_angle_deg
 from engine.ssm import load_pelvis_model
 from fd import fd_check, fd_check_params
+from research.experiments import rotation_angle_deg
 
 
 @pytest.mark.parametrize("loss", [MSE(), NCC(), NCC(weights=np.linspace(0, 1, 24)[None, :] * np.ones((20, 1))),

@@ -6,11 +6,11 @@ import pytest
 import engine
 from engine.mesh.pose import rotation_from_vector
 from engine.recon import Objective
-from engine.recon.experiments import rotation_angle_deg
 from engine.ssm import ShapeModel, align, load_pelvis_model
 from engine.ssm.segment import consecutive_placement, part_mesh, placement_trend, segment_model
 from engine.ssm.vertebrae import vertebra_segment
 from fd import fd_check_params
+from research.experiments import rotation_angle_deg
 
 
 def _rigid(rotvec_deg, t):

@@ -33,6 +33,8 @@ Which one to use:
 - ``"silhouette"`` (:class:`Silhouette`): where a bone mask of the target is
   given (a segmentation of the X-ray): 1 - soft Dice between the mask and the
   render's soft silhouette ``1 - exp(-L / tau)``.
+
+:func:`engine.recon.get_loss` (:mod:`engine.recon.named_losses`) makes a loss from its name.
 """
 from __future__ import annotations
 
@@ -183,19 +185,3 @@ class Silhouette:
         n = len(r)
         return 1.0 - val / n, -grad / n
 
-
-LOSSES = {"mse": MSE, "ncc": NCC, "gncc": GradientNCC, "bncc": BandpassNCC, "silhouette": Silhouette}
-
-
-def get_loss(loss):
-    """A loss object from a name (``mse``, ``ncc``, ``gncc``, ``bncc``, ``silhouette``, ``xray``) or a callable."""
-    if callable(loss):
-        return loss
-    if loss == "xray":
-        from .bone_xray import BoneXrayNCC
-
-        return BoneXrayNCC()
-    try:
-        return LOSSES[loss]()
-    except KeyError:
-        raise ValueError(f"unknown loss {loss!r}; use one of {sorted(LOSSES) + ['xray']} or a callable") from None

@@ -35,7 +35,7 @@ from ..mesh.projector import MeshProjector
 from ..ssm.model import ShapeModel
 from .adam import Adam
 from .bone_xray import offset_surface, offset_surface_vjp
-from .losses import get_loss
+from .named_losses import get_loss
 from .shape_pose import Params, ShapePose
 
 DEFAULT_LR = {"shape": 0.1, "rotation": np.deg2rad(1.0), "translation": 1.0, "scale": 0.003, "free": 0.1}

@@ -1,4 +1,7 @@
-"""The reconstruction experiments of the evaluation (tiers 1-3), shared by the benchmark, the demo and the tests.
+"""The reconstruction experiments of the evaluation (tiers 1-3), shared by the benchmarks, the demo and the tests.
+
+Research code: it uses the library (``engine``), which never imports it.  The settings of the X-ray tiers are
+the library's own recipe, :func:`engine.recon.recipes.xray_settings`.
 
 - Tier 1, self-consistency: target = the mesh renderer's image of a model instance
   (known coefficients and pose); the model is the one that made it.
@@ -23,11 +26,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .. import metrics
-from ..geometry.carm import carm
-from ..mesh.mesh import Mesh
-from ..mesh.pose import rotation_from_vector
-from .reconstruct import reconstruct
+import engine
+from engine import metrics
+from engine.geometry.carm import carm
+from engine.mesh.mesh import Mesh
+from engine.mesh.pose import rotation_from_vector
+from engine.recon import reconstruct
+from engine.ssm.procrustes import align
+from engine.ssm.segment import part_mesh
+from engine.volume import Volume, VolumeProjector
 
 VIEWS = {"AP": (0.0,), "AP+LAT": (0.0, 90.0), "+-30": (-30.0, 30.0)}
 
@@ -53,8 +60,6 @@ def true_pose(model_mean, subject_vertices) -> np.ndarray:
     (least squares over the vertices): the pose a reconstruction should find, up to the shape difference.
     The random initial poses are drawn around it (an LLP26 subject's vertex centroid lies ~10 mm from
     the origin of the model frame, so the identity is no neutral start)."""
-    from ..ssm.procrustes import align
-
     return align(model_mean, subject_vertices).matrix
 
 
@@ -97,9 +102,6 @@ def xray_targets(volume, cams, *, quanta: float | None = 1000.0, seed: int = 0, 
     Pixels without a single quantum are floored at half a quantum before the log (as ``simulate`` does).
     ``quanta=None``: no noise (an ideal detector; for experiments that take the noise out).
     """
-    import engine
-    from ..volume import Volume, VolumeProjector
-
     if not 0 < aec_field <= 1:
         raise ValueError(f"aec_field is a fraction of the detector side in (0, 1], got {aec_field}")
 
@@ -117,23 +119,6 @@ def xray_targets(volume, cams, *, quanta: float | None = 1000.0, seed: int = 0, 
         out.append(engine.simulate(proj, cam, spectrum=spectrum, scatter=scatter, noise=photons, seed=seed + k,
                                    output="line_integral"))
     return np.stack(out)
-
-
-def xray_settings(detector_px: int, n_modes: int | None = 10, scale: bool = False, free_iterations: int = 0,
-                  search_mm=(16.0, 8.0)) -> dict:
-    """:func:`reconstruct` options for X-ray targets (tier 3, the demo's ``--target xray``): the bone
-    X-ray loss (local NCC), a firmer prior than for renders of the model (images pull less cleanly on the
-    shape), the pose alone at the coarse level, and no level coarser than 96 pixels: a 1 mm cortex in 6-8 mm
-    pixels no longer looks like the X-ray, and that level's loss preferred poses 15 mm off.  A grid of
-    starting translations (``search_mm``: +-16 mm by 8 mm) is tried first: the loss is sharp, and a start
-    about a bone's width off could settle on the wrong edges and drift away.  ``search_mm=None`` for a
-    bone among repeats of itself (a vertebra: its neighbours lie 20-30 mm away along the spine, and the
-    search finds them: a level off; on tier 3a it turned 5 of 10 successes into 3)."""
-    from .reconstruct import default_schedule
-
-    return {"loss": "xray", "prior_weight": 1e-2, "n_modes": n_modes,
-            "search_mm": None if search_mm is None else tuple(search_mm),
-            "schedule": default_schedule(scale, free_iterations, detector_px, min_level_px=96, pose_first=True)}
 
 
 @dataclass
@@ -163,8 +148,6 @@ def run_trial(tier, views, case, targets, cams, model, truth: Mesh, init, *, tru
     """Reconstruct and measure; returns (Trial, ReconResult).  ``part``: for a segment model
     (:mod:`engine.ssm.segment`), the part compared with the truth (the others are nuisance bones); the pose
     errors are then those of that part's centre, in the segment's frame (the reference part's)."""
-    from ..ssm.segment import part_mesh
-
     t0 = time.perf_counter()
     res = reconstruct(targets, cams, model, init=init, **kw)
     elapsed = time.perf_counter() - t0
