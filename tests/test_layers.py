@@ -59,9 +59,6 @@ KNOWN_CYCLES: dict = {
     frozenset({"engine.cli", "engine.cli_register"}):
         "cli_register.run takes start_backend from engine.cli, which adds cli_register's command; "
         "start_backend belongs in a lower module both import (the CLI's own work, not done here)",
-    frozenset({"engine.mesh.mesh", "engine.mesh.vtk"}):
-        "mesh.load_mesh reads .vtk/.vtp through vtk.read_vtk and vtk reads unstructured grids through "
-        "mesh.read_meshio; read_meshio belongs in a reader module both import (the mesh I/O's own work)",
 }
 
 PATH_MODULE = "engine.assets"  # the one module that may locate files from its own position

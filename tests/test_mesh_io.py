@@ -139,7 +139,7 @@ def test_meshio_formats_read_surface_cells(tmp_path, name, fmt):
     ("x.mesh", "MeshVersionFormatted 2\nDimension 3\nVertices\n3\n0 0 0 0\n", r"not a readable Medit file "
                                                                                      r"\(ValueError"),
     ("x.mesh", "MeshVersionFormatted 2\nDimension 2\nVertices\n1\n0 0 0\nTriangles\n1\n1 1 1 0\n",
-     "points must be 3-D, the file has 2 coordinates per point"),
+     r"points must be \(n, 3\) coordinates, got an array of shape \(1, 2\)"),
     ("x.meshb", "", r"not a readable Medit binary file"),
     ("x.vtu", "<VTKFile type='UnstructuredGrid' version='0.1'><UnstructuredGrid><Piece NumberOfPoints='3' "
               "NumberOfCells='1'><Points><DataArray type='Float64' NumberOfComponents='3' format='ascii'>0 0 x"

@@ -204,6 +204,8 @@ def load_mesh(path) -> Mesh:
 
         m = _FileMesh(*read_vtk(p))
     elif suffix in MESHIO_FORMATS:
+        from .vtk import read_meshio
+
         m = _FileMesh(*read_meshio(p, *MESHIO_FORMATS[suffix]))
     else:
         m = _READERS[suffix](p.read_bytes(), p.name)
@@ -262,51 +264,6 @@ class _FileMesh:
             k = int(f[j][out[j]][0]) + self.base
             raise InputError(f"{name}: {self.face(j)} refers to vertex {k}, but the file has {len(v)} vertices "
                              f"(numbered {self.base}..{len(v) - 1 + self.base}): face index out of range")
-
-
-# meshio cell types: surface cells kept (fan-triangulated), lower-dimensional ones skipped, any other refused
-_MESHIO_SURFACE = ("triangle", "quad", "polygon")
-_MESHIO_SKIPPED = ("empty", "vertex", "line")
-
-
-def read_meshio(path, reader: str, label: str):
-    """Vertices and triangles of the surface cells of a file read by meshio's ``meshio.<reader>.read``.
-
-    Triangles, quads and polygons are fan-triangulated in the file's order; vertices and lines are skipped; any other
-    cell (volume or second-order cells) raises :class:`~engine.errors.InputError`, and so does any exception meshio
-    raises on a damaged file (whatever its type), naming the file and the format ``label``.
-
-    Returns
-    -------
-    vertices : (V, 3) float64, the file's coordinates (mm for the engine)
-    faces : (F, 3) int64 triangles, not validated
-    """
-    import importlib
-
-    p = Path(path)
-    read = importlib.import_module(f"meshio.{reader}").read
-    try:
-        m = read(str(p))
-        points = np.asarray(m.points, np.float64)
-        blocks = [(c.type, np.asarray(c.data)) for c in m.cells]
-    except Exception as e:  # noqa: BLE001 - meshio raises ReadError, but also KeyError, IndexError, zlib.error ...
-        raise InputError(f"{p.name}: not a readable {label} file ({type(e).__name__}: {str(e)[:200] or 'no detail'})"
-                         ) from None
-    if points.ndim != 2 or points.shape[1] != 3:
-        raise InputError(f"{p.name}: points must be 3-D, the file has {points.shape[-1]} coordinates per point")
-    tris = []
-    for kind, cells in blocks:
-        if kind in _MESHIO_SKIPPED:
-            continue
-        if kind not in _MESHIO_SURFACE or cells.ndim != 2 or not np.issubdtype(cells.dtype, np.integer):
-            raise InputError(f"{p.name}: {len(cells)} {kind} cells: only surface cells ({', '.join(_MESHIO_SURFACE)})"
-                             " are read (a volume mesh? extract its surface first)")
-        from .vtk import fan_triangulate
-
-        tris.append(fan_triangulate(np.arange(len(cells) + 1) * cells.shape[1], cells.ravel(), p.name))
-    if not tris:
-        raise InputError(f"{p.name}: no triangles, quads or polygons in the file: not a surface mesh")
-    return points, np.concatenate(tris).astype(np.int64)
 
 
 def _polygon_mesh(name, vertices, polygons, *, vertex_lines=None, polygon_lines=None, base=0) -> _FileMesh:

@@ -2,7 +2,8 @@
 
 meshio (the engine's reader for the other mesh formats) reads no PolyData: its legacy reader refuses
 ``DATASET POLYDATA`` and its XML reader only ``UnstructuredGrid``.  So PolyData is parsed here, with only NumPy and
-the standard library (xml, base64, zlib, lzma), and unstructured grids are handed to meshio.
+the standard library (xml, base64, zlib, lzma), and unstructured grids are handed to meshio through
+:func:`read_meshio`, the adapter that turns any file meshio reads into triangles (or an InputError naming the file).
 
 Read (:func:`read_vtk`, the format is told by the content, not the suffix):
 
@@ -16,7 +17,8 @@ Read (:func:`read_vtk`, the format is told by the content, not the suffix):
   uncompressed or compressed (``vtkZLibDataCompressor``, ``vtkLZMADataCompressor``),
   ``UInt32`` or ``UInt64`` headers, either byte order;
 * unstructured grids, legacy ``DATASET UNSTRUCTURED_GRID`` or XML ``<VTKFile type="UnstructuredGrid">`` (``.vtu``):
-  their triangle, quad and polygon cells, read by meshio (:func:`engine.mesh.mesh.read_meshio`).
+  their triangle, quad and polygon cells, read by meshio (:func:`read_meshio`, which
+  :func:`engine.mesh.load_mesh` also uses for the other formats meshio brings).
 
 Polygons with more than three vertices are fan-triangulated ``(p0, pk, pk+1)`` (exact
 for convex polygons, the usual quads and n-gons of surface meshes); triangle strips
@@ -32,6 +34,7 @@ PolyData variants above (used by :func:`engine.mesh.save_mesh` and by the tests)
 """
 import base64
 import binascii
+import importlib
 import lzma
 import re
 import xml.etree.ElementTree as ET
@@ -88,8 +91,6 @@ def read_vtk(path):
 
 def _unstructured(path, reader):
     """An unstructured grid's surface cells, read by meshio."""
-    from .mesh import read_meshio
-
     return read_meshio(path, reader, "VTK unstructured grid")
 
 
@@ -134,6 +135,47 @@ def _strip(offsets, connectivity, name):
     t = np.stack([conn[np.where(odd, i + 1, i)], conn[np.where(odd, i, i + 1)], conn[i + 2]], 1)
     keep = (t[:, 0] != t[:, 1]) & (t[:, 1] != t[:, 2]) & (t[:, 2] != t[:, 0])  # strip joins
     return t[keep]
+
+
+# meshio cell types: surface cells kept (fan-triangulated), lower-dimensional ones skipped, any other refused
+_MESHIO_SURFACE = ("triangle", "quad", "polygon")
+_MESHIO_SKIPPED = ("empty", "vertex", "line")
+
+
+def read_meshio(path, reader: str, label: str):
+    """Vertices and triangles of the surface cells of a file read by meshio's ``meshio.<reader>.read``.
+
+    Triangles, quads and polygons are fan-triangulated in the file's order; vertices and lines are skipped; any other
+    cell (volume or second-order cells) raises :class:`~engine.errors.InputError`, and so does any exception meshio
+    raises on a damaged file (whatever its type), naming the file and the format ``label``.
+
+    Returns
+    -------
+    vertices : (V, 3) float64, the file's coordinates (mm for the engine)
+    faces : (F, 3) int64 triangles, not validated
+    """
+    p = Path(path)
+    read = importlib.import_module(f"meshio.{reader}").read
+    try:
+        m = read(str(p))
+        points = np.asarray(m.points, np.float64)
+        blocks = [(c.type, np.asarray(c.data)) for c in m.cells]
+    except Exception as e:  # noqa: BLE001 - meshio raises ReadError, but also KeyError, IndexError, zlib.error ...
+        raise InputError(f"{p.name}: not a readable {label} file ({type(e).__name__}: {str(e)[:200] or 'no detail'})"
+                         ) from None
+    if points.ndim != 2 or points.shape[1] != 3:
+        raise InputError(f"{p.name}: points must be (n, 3) coordinates, got an array of shape {points.shape}")
+    tris = []
+    for kind, cells in blocks:
+        if kind in _MESHIO_SKIPPED:
+            continue
+        if kind not in _MESHIO_SURFACE or cells.ndim != 2 or not np.issubdtype(cells.dtype, np.integer):
+            raise InputError(f"{p.name}: {len(cells)} {kind} cells: only surface cells ({', '.join(_MESHIO_SURFACE)})"
+                             " are read (a volume mesh? extract its surface first)")
+        tris.append(fan_triangulate(np.arange(len(cells) + 1) * cells.shape[1], cells.ravel(), p.name))
+    if not tris:
+        raise InputError(f"{p.name}: no triangles, quads or polygons in the file: not a surface mesh")
+    return points, np.concatenate(tris).astype(np.int64)
 
 
 class _LegacyReader:
