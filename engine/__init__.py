@@ -1,6 +1,6 @@
 """A Taichi-based, differentiable X-ray simulation engine.
 
-Layers (see DESIGN.md): ``engine.backend`` (Taichi init), ``engine.geometry``
+Layers (see docs/architecture.md): ``engine.backend`` (Taichi init), ``engine.geometry``
 (cameras), ``engine.volume`` (CT reading, materials, ray-marching projector).
 """
 from .geometry import Camera, carm, from_source_detector

@@ -1,6 +1,6 @@
 """Projective X-ray camera: a point source and a flat detector.
 
-Frames (see DESIGN.md):
+Frames (see docs/conventions.md):
 
 * **world**: the CT's patient frame, RAS+ (x to the patient's right, y anterior,
   z superior), mm.

@@ -1,4 +1,4 @@
-"""C-arm geometry in the clinical convention of DESIGN.md.
+"""C-arm geometry in the clinical convention of docs/conventions.md.
 
 At primary 0 / secondary 0 (an "AP" view of a supine patient) the source is
 posterior (under the table) and the detector anterior; the image is displayed the

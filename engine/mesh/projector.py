@@ -4,7 +4,7 @@ For each detector ray (source -> pixel centre, parameter t in [0, 1]) every
 triangle hit is found, by rasterisation (:mod:`engine.mesh.raster`, default) or by
 BVH traversal (``method="bvh"``), and recorded; the path length inside the meshes
 of material m is ``L_m = sum_i sign(d . n_i) t_i |d|`` (mm; exit hits count +,
-entry hits -, DESIGN.md), which is exact for closed, outward-oriented meshes and
+entry hits -, docs/architecture.md), which is exact for closed, outward-oriented meshes and
 independent of where the ray starts or ends outside them.
 
 Ray-triangle tests are watertight (:mod:`engine.mesh.ray_triangle`: Woop, Benthin
