@@ -261,11 +261,13 @@ def build_parser() -> argparse.ArgumentParser:
     _add_drr(sub)
     from .cli_register import add_command as add_register
     from .cli_shape import add_commands
+    from .cli_dataset import add_command as add_dataset
     from .cli_view import add_command as add_view
 
     add_register(sub)
     add_commands(sub)
     add_view(sub)
+    add_dataset(sub)
     return parser
 
 

@@ -6,6 +6,8 @@ functions and modules.
   a density volume tensor ``(M, I, J, K)`` (g/cm^3), differentiable with respect to both.
 - :class:`MeshLengths`: path lengths (mm) through a :class:`engine.mesh.MeshProjector`'s meshes as a function
   of their vertices ``(V, 3)``.
+- :class:`DRRDataset` / :class:`WrittenDataset`: a dataset plan's images and labels, rendered on the fly or read
+  from ``engine dataset``'s files.
 - :class:`Physics`: the noiseless detector image from per-material mass thickness (g/cm^2) through a
   :class:`engine.physics.PhysicsChain` (spectrum, detector, scatter, ``-ln``).
 
@@ -17,8 +19,9 @@ try:
 except ImportError as e:  # pragma: no cover - exercised only without torch
     raise ImportError("engine.torch needs PyTorch: pip install -e \".[torch]\" (torch==2.13.0)") from e
 
+from .dataset import DRRDataset, WrittenDataset
 from .drr import CTDRR, pose_matrix
 from .mesh import MeshLengths
 from .physics import Physics
 
-__all__ = ["CTDRR", "MeshLengths", "Physics", "pose_matrix"]
+__all__ = ["CTDRR", "DRRDataset", "MeshLengths", "Physics", "WrittenDataset", "pose_matrix"]
