@@ -1,7 +1,10 @@
 """A Taichi-based, differentiable X-ray simulation engine.
 
-Layers (see docs/architecture.md): ``engine.backend`` (Taichi init), ``engine.geometry``
-(cameras), ``engine.volume`` (CT reading, materials, ray-marching projector).
+Layers, bottom to top (docs/architecture.md): ``engine.backend`` (Taichi init), ``engine.geometry`` (cameras,
+poses), ``engine.volume`` | ``engine.mesh`` (path lengths: CT ray marching | closed meshes), ``engine.physics``
+(spectra, attenuation, scatter, noise; host and device chains), ``engine.simulate`` / ``engine.Simulator`` (scene +
+physics, forwards and backwards), ``engine.ssm``, ``engine.recon`` | ``engine.registration``, ``engine.torch`` |
+``engine.dataset``, then ``engine.viewer`` and the ``engine`` command line.
 """
 from .geometry import Camera, carm, from_source_detector
 from .simulate import Simulation, simulate

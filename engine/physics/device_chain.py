@@ -5,9 +5,9 @@ kernels: polychromatic Beer-Lambert with the detector weighting (:mod:`.device_b
 kernel-superposition scatter with fixed or automatic SPR (:mod:`.device_scatter`), Poisson
 and electronic noise from a counter-based per-pixel generator and the output units
 (:mod:`.device_noise`).  Its input is added on the device from a projector's field
-(:meth:`add_field`, e.g. ``VolumeProjector.render_field``) or uploaded from the host
-(:meth:`add_array`, e.g. mesh path lengths, which the mesh projector finishes on the host:
-supersampling and soft edges).  Only the final image crosses to the host (:meth:`image`),
+(:meth:`add_field`, e.g. ``VolumeProjector.render_field``; :meth:`add_flat`, e.g.
+``MeshProjector.render_field``, its supersampling and soft edges finished on the device) or uploaded from
+the host (:meth:`add_array`).  Only the final image crosses to the host (:meth:`image`),
 or it is handed over as a Taichi ndarray (:meth:`run`).
 
 Noiseless images agree with the NumPy chain to float32 rounding (float32 arithmetic here,
