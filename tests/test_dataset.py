@@ -192,3 +192,15 @@ def test_torch_datasets_render_and_read_the_same_items(tmp_path):
             assert torch.equal(a[k], b[k]), k
         assert torch.allclose(a["P"], b["P"])
         assert a["image"].shape == (1, 48, 48) and a["masks"].shape == (2, 48, 48)
+
+
+def test_one_process_runs_two_plans_with_their_own_scenes(tmp_path):
+    """The per-process scene cache is keyed by the plan: a second plan (another CT, no meshes) in the same
+    process renders its own CT (a cache keyed by CT index alone handed it the first plan's scene)."""
+    a = _small(tmp_path, images_per_ct=2)
+    b = load_plan(QUICK)
+    b = parse_plan({**b.source, "images_per_ct": 2, "meshes": []}, base=QUICK.parent)
+    run(a, tmp_path / "a", progress=False)
+    run(b, tmp_path / "b", progress=False)
+    meta = json.loads(next((tmp_path / "b").rglob("*_meta.json")).read_text())
+    assert meta["structures"] == ["bone"] and meta["mesh_materials"] == []

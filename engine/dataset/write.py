@@ -82,11 +82,29 @@ def shard_indices(plan, k: int) -> range:
     return range(k * plan.shard_size, min((k + 1) * plan.shard_size, plan.n_images))
 
 
+def plan_key(plan) -> str:
+    """A digest of the plan as given (scenes are cached per plan and CT: one process may run several plans)."""
+    import hashlib
+
+    return hashlib.sha256(json.dumps(plan.source, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def scene_for(plan, ct: int, scenes: dict):
+    """This process's CTScene of CT ``ct`` of ``plan`` (built on first use; the cache keeps the last plan's)."""
+    from .scene import CTScene
+
+    key = (plan_key(plan), int(ct))
+    if key not in scenes:
+        for old in [k for k in scenes if k[0] != key[0]]:
+            scenes.pop(old).close()  # another plan's scenes: free their device memory
+        scenes[key] = CTScene(plan.inputs[ct], plan)
+    return scenes[key]
+
+
 def render_shard(plan, k: int, out_dir, scenes: dict) -> list:
     """Render and write shard ``k`` (skipped when complete); returns its manifest rows.  ``scenes``: this
     process's cache {ct index: CTScene}."""
     from .plan import sample
-    from .scene import CTScene
 
     out = Path(out_dir)
     final = out / shard_name(k)
@@ -98,9 +116,7 @@ def render_shard(plan, k: int, out_dir, scenes: dict) -> list:
     try:
         for i in shard_indices(plan, k):
             s = sample(plan, i)
-            if s.ct not in scenes:
-                scenes[s.ct] = CTScene(plan.inputs[s.ct], plan)
-            res = scenes[s.ct].render(s)
+            res = scene_for(plan, s.ct, scenes).render(s)
             res["line_integral"] = plan.output == "line_integral"
             res["units"] = "-ln(I/I0)" if res["line_integral"] else "I/I0"
             rows.append(write_image(tmp, i, k, s, res))

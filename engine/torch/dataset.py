@@ -41,14 +41,12 @@ class DRRDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, i: int) -> dict:
         from ..dataset import sample
-        from ..dataset.scene import CTScene
+        from ..dataset.write import scene_for
 
         if not 0 <= i < len(self):
             raise IndexError(f"index {i} out of range for {len(self)} images")
         s = sample(self.plan, i)
-        if s.ct not in self._scenes:
-            self._scenes[s.ct] = CTScene(self.plan.inputs[s.ct], self.plan)
-        r = self._scenes[s.ct].render(s)
+        r = scene_for(self.plan, s.ct, self._scenes).render(s)
         return _item(i, r["image"], r["masks"], r["structure_line_integrals"], r["mesh_lengths"], r["landmarks"],
                      r["camera"].P)
 
