@@ -98,6 +98,7 @@ def test_noisy_frames_draw_the_same_counter_based_samples(scenes):
     assert np.std(a - cpu["noiseless"]) > 0.3 * np.sqrt(quantum * np.median(cpu["noiseless"]))  # noise is on
 
 
+@pytest.mark.slow
 def test_the_chest_ct_renders_on_vulkan_as_on_the_cpu(chest_ct_dir, tmp_path):
     """The real chest CT (512 x 512 x 133, 418 MB of float32 densities) exceeds Vulkan's 128 MiB buffers: it
     is split into bricks there, and renders as on the CPU (both samplings, AP and oblique)."""

@@ -46,7 +46,7 @@ LAYERS = [  # (rank, first component(s) below ``engine``)
     (5, ("ssm",)),
     (6, ("recon", "registration")),
     (7, ("torch", "dataset")),
-    (8, ("viewer", "cli", "cli_register", "cli_shape", "cli_view", "__main__")),
+    (8, ("viewer", "cli", "__main__")),  # "cli": engine/cli.py and every engine/cli_*.py
 ]
 RANK = {name: rank for rank, names in LAYERS for name in names}
 
@@ -79,6 +79,8 @@ def modules() -> dict:
 def layer(module: str) -> int:
     parts = module.split(".")
     key = parts[1] if len(parts) > 1 else ""
+    if key.startswith("cli_"):  # every command-line module (cli_register, cli_shape, ...) is user-facing
+        key = "cli"
     if key not in RANK:
         raise AssertionError(f"{module}: its layer is not assigned (add {key!r} to LAYERS in {__file__})")
     return RANK[key]
