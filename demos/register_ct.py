@@ -1,7 +1,7 @@
 """2D/3D registration demo: bring a CT back to two X-rays from 20 random starts.
 
-Data: the real chest CT (``$ENGINE_DATA/chest_ct/ct.nii.gz``, default ``../shared/data``; the shipped pelvis phantom where it is
-absent).  No real fluoroscopy exists here, so the X-rays are simulated from the CT itself at its true pose
+Data: the real chest CT (``$ENGINE_DATA/chest_ct/ct.nii.gz``, ``ENGINE_DATA`` by default ``../shared/data``; the
+shipped pelvis phantom where it is absent).  No real fluoroscopy exists here, so the X-rays are simulated from the CT itself at its true pose
 (pose 0): AP and lateral (LAO 90) views, 128 x 128 pixels of 3.1 mm, polychromatic 90 kVp spectrum,
 kernel scatter (SPR 0.6 behind the patient) and Poisson noise (10^4 quanta per open-field pixel), written as
 ``-ln(I/I0)``.  The registration (:class:`engine.registration.Registration`) renders plain DRRs (per-material

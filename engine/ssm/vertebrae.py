@@ -1,8 +1,8 @@
 """A real vertebra population: T1..L3 from the label map of the chest CT, put in correspondence.
 
 The chest CT (not shipped: pass its label map, or set ``ENGINE_DATA`` to the folder that
-holds ``chest_ct/``, or ``ENGINE_CHEST_CT`` to that folder itself; see :mod:`engine.assets`) comes with an automatic segmentation whose
-``labels.csv`` names the vertebrae ``vertebrae_T1`` ... ``vertebrae_L3``.
+holds ``chest_ct/``, or ``ENGINE_CHEST_CT`` to that folder itself; see :mod:`engine.assets`)
+comes with an automatic segmentation whose ``labels.csv`` names the vertebrae ``vertebrae_T1`` ... ``vertebrae_L3``.
 :func:`vertebra_meshes` turns each into a closed surface (marching cubes of
 the mask's lightly smoothed signed distance, on an isotropic grid); those meshes
 are NOT in correspondence.  :func:`vertebra_population` registers one of them
