@@ -154,6 +154,17 @@ def init(arch: str | None = None, float_bits: int | None = None, verbose: bool |
     return _backend
 
 
+def start(arch: str | None, flag: str = "--arch") -> Backend:
+    """:func:`init` for a command line: a backend that cannot start is an
+    :class:`engine.errors.InputError` naming the option (``--arch cuda: ...``)."""
+    from .errors import InputError
+
+    try:
+        return init(arch)
+    except BackendUnavailable as e:
+        raise InputError(f"{flag} {arch}: {e}") from None
+
+
 def current() -> Backend | None:
     """The initialised backend, or None before the first :func:`init`."""
     return _backend

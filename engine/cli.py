@@ -108,17 +108,6 @@ def _say(msg):
     print(msg, file=sys.stderr, flush=True)
 
 
-def start_backend(arch):
-    """``backend.init(arch)``; a backend that cannot start is an error naming ``--arch``."""
-    from . import backend
-    from .errors import InputError
-
-    try:
-        return backend.init(arch)
-    except backend.BackendUnavailable as e:
-        raise InputError(f"--arch {arch}: {e}") from None
-
-
 def check_resources(proj, cam, *, force: bool, extra_bytes: int = 0) -> None:
     """Refuse, before allocating, a render whose memory exceeds what the machine has free or whose work is
     beyond ``MAX_SAMPLES`` ray samples (unless ``force``), saying what to change."""
@@ -141,6 +130,7 @@ def check_resources(proj, cam, *, force: bool, extra_bytes: int = 0) -> None:
 
 
 def cmd_drr(args) -> int:
+    from . import backend
     from .geometry import Camera, carm
     from .imageio import output_format, save_image
     from .outputs import check_output, write_text
@@ -174,7 +164,7 @@ def cmd_drr(args) -> int:
     t = time.perf_counter()
     vol = Volume.from_ct(ct)
     _say(f"materials {vol.materials} in {time.perf_counter() - t:.2f} s")
-    b = start_backend(args.arch)
+    b = backend.start(args.arch)
     _say(f"Taichi backend: {b.arch}")
     t = time.perf_counter()
     proj = VolumeProjector(vol, step_mm=args.step, storage="f16" if args.f16 else "f32")

@@ -41,7 +41,7 @@ def add_command(sub):
 
 
 def run(args) -> int:
-    from .cli import start_backend
+    from .backend import start as start_backend
     from .geometry import Camera
     from .imageio import load_image
     from .outputs import check_output, save_or_rescue

@@ -55,11 +55,7 @@ ALLOWED_UP: dict = {}
 
 # frozenset of modules in one import cycle: why it is still there (each import is lazy, inside a function, so
 # the cycle does not break at import time; it still ties the modules together).
-KNOWN_CYCLES: dict = {
-    frozenset({"engine.cli", "engine.cli_register"}):
-        "cli_register.run takes start_backend from engine.cli, which adds cli_register's command; "
-        "start_backend belongs in a lower module both import (the CLI's own work, not done here)",
-}
+KNOWN_CYCLES: dict = {}
 
 PATH_MODULE = "engine.assets"  # the one module that may locate files from its own position
 
