@@ -54,9 +54,25 @@ class SceneRenderer:
 
         key = (round(state.kvp), bool(state.scatter), float(state.photons) if state.noise else None,
                bool(state.line_integral))
-        if key not in self._sims:
-            self._sims[key] = Simulator(self.ct, self.meshes, spectrum=float(key[0]), bins=32, scatter=key[1],
-                                        noise=key[2], output="line_integral" if key[3] else "intensity")
+        return self._cached(key, lambda: Simulator(self.ct, self.meshes, spectrum=self._spectrum(key[0]), bins=32,
+                                                   scatter=key[1], noise=key[2],
+                                                   output="line_integral" if key[3] else "intensity"))
+
+    def _spectrum(self, kvp):
+        """The spectrum of a kVp, computed once (spekpy takes ~1 s)."""
+        from ..physics import tube_spectrum
+
+        return self._cached(("spectrum", kvp), lambda: tube_spectrum(float(kvp), bins=32))
+
+    def _cached(self, key, make, keep: int = 12):
+        """A small least-recently-used cache (settings change often in a session; each Simulator holds device
+        buffers)."""
+        if key in self._sims:
+            self._sims[key] = self._sims.pop(key)  # most recent last
+        else:
+            self._sims[key] = make()
+            while len(self._sims) > keep:
+                self._sims.pop(next(iter(self._sims)))
         return self._sims[key]
 
     def image(self, state, resolution: int | None = None) -> np.ndarray:
@@ -69,8 +85,10 @@ class SceneRenderer:
         from ..simulator import Simulator
 
         f = (state.resolution / cam.rows) ** 2
-        preview = Simulator(self.ct, self.meshes, spectrum=sim.spectrum, scatter=sim.scatter,
-                            noise=state.photons * f, output=sim.output)
+        preview = self._cached(("preview",) + (round(state.kvp), bool(state.scatter), state.photons * f,
+                                               bool(state.line_integral)),
+                               lambda: Simulator(self.ct, self.meshes, spectrum=sim.spectrum, scatter=sim.scatter,
+                                                 noise=state.photons * f, output=sim.output))
         return preview(cam, seed=state.seed)
 
     def close(self) -> None:
