@@ -25,6 +25,8 @@ def add_command(sub):
     p.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
     p.add_argument("--ray", action="store_true", help="run the shards as tasks on a local Ray instance")
     p.add_argument("--ray-address", help="run the shards on this Ray cluster")
+    p.add_argument("--gpus-per-task", type=float, default=0.0,
+                   help="with Ray: GPUs per shard task (e.g. 1 on GPU nodes; the worker then renders with CUDA)")
     p.add_argument("--check", action="store_true", help="only validate the plan and print what it would render")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
@@ -42,8 +44,10 @@ def run(args) -> int:
           f"{plan.n_shards} shards of {plan.shard_size}")
     if args.check:
         return 0
+    if args.gpus_per_task < 0 or (args.gpus_per_task and not (args.ray or args.ray_address)):
+        raise InputError("--gpus-per-task needs --ray or --ray-address and a value >= 0")
     res = run_plan(plan, args.out, workers=args.workers, ray=args.ray, ray_address=args.ray_address,
-                   progress=not args.quiet)
+                   gpus_per_task=args.gpus_per_task, progress=not args.quiet)
     print(json.dumps(res))
     print(f"wrote {args.out}/manifest.jsonl and {args.out}/dataset.json")
     return 0

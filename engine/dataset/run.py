@@ -25,10 +25,12 @@ def _scenes_info(plan) -> dict:
 
 
 def run(plan, out_dir, *, workers: int = 1, ray: bool = False, ray_address: str | None = None,
-        progress: bool = True) -> dict:
+        gpus_per_task: float = 0.0, progress: bool = True) -> dict:
     """Render every shard of ``plan`` into ``out_dir``; returns ``{"rendered": n shards, "skipped": n, ...}``.
 
-    workers : local processes (1: this process); ray / ray_address : Ray tasks on a local instance or a cluster.
+    workers : local processes (1: this process); ray / ray_address : Ray tasks on a local instance or a cluster;
+    gpus_per_task : Ray's GPU share per task (e.g. 1 on GPU nodes: each task sees its GPU, and the engine's
+    backend picks CUDA there; 0: CPU tasks).
     """
     from ..errors import InputError
 
@@ -52,7 +54,7 @@ def run(plan, out_dir, *, workers: int = 1, ray: bool = False, ray_address: str 
         if not ray_mod.is_initialized():
             ray_mod.init(address=ray_address, num_cpus=None if ray_address else max(1, workers),
                          include_dashboard=False, log_to_driver=False)
-        remote = ray_mod.remote(_task)
+        remote = ray_mod.remote(num_gpus=float(gpus_per_task))(_task) if gpus_per_task else ray_mod.remote(_task)
         pending = {remote.remote(plan, k, str(out)): k for k in todo}
         while pending:
             ready, _ = ray_mod.wait(list(pending), num_returns=1)
