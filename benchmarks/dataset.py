@@ -26,7 +26,7 @@ def plan_dict(n: int, labels: bool, label_downsample: int = 1) -> dict:
     import yaml
 
     d = yaml.safe_load((ROOT / "assets" / "plans" / "quick.yaml").read_text())
-    d.update(images_per_ct=n, shard_size=4, detector={"rows": 256, "cols": 256, "pixel_mm": 1.6})
+    d.update(images_per_ct=n, shard_size=4, detector={"rows": 256, "cols": 256, "pixel_size": 1.6})
     d["physics"]["kvp"] = {"min": 90, "max": 90}  # one spectrum: spekpy's ~1 s per kVp is not what is measured
     if not labels:
         d["inputs"] = [{"ct": d["inputs"][0]["ct"]}]

@@ -14,7 +14,7 @@ the volume).  One image per call (batch 1), on the CPU, inside ``torch.no_grad()
 the median of ``repeats`` calls after one warm-up call.
 
 Prints one JSON line: ``{"version", "torch", "threads", "results": [{"method",
-"size", "pixel_mm", "seconds", "samples", "image"}]}``; ``samples`` is the number of
+"size", "pixel_size", "seconds", "samples", "image"}]}``; ``samples`` is the number of
 trilinear samples (rays x n_points) or null for Siddon (which visits voxels, not
 samples); ``image`` is the path of the saved ``.npy`` image when ``--save-dir`` is given.
 """
@@ -93,7 +93,7 @@ def main(argv=None):
             if args.save_dir:
                 path = str(Path(args.save_dir) / f"{method}_{size}.npy")
                 np.save(path, img)
-            results.append(dict(method=method, size=size, pixel_mm=pixel, seconds=seconds, image=path,
+            results.append(dict(method=method, size=size, pixel_size=pixel, seconds=seconds, image=path,
                                 samples=size * size * N_POINTS if method == "trilinear" else None))
     print(json.dumps(dict(version=__version__, torch=torch.__version__, threads=torch.get_num_threads(),
                           results=results)))

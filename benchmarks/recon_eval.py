@@ -122,7 +122,7 @@ def tier3b(trials, views, size, rng, kw, max_offset=MAX_OFFSET, quanta=1000.0):
     return out
 
 
-def tier3a(trials, views, size, rng, kw, max_offset=MAX_OFFSET, quanta=250.0, pixel_mm=0.8, single=False,
+def tier3a(trials, views, size, rng, kw, max_offset=MAX_OFFSET, quanta=250.0, pixel_size=0.8, single=False,
            scatter=True, ct_change=None, label=""):
     """A real CT: a vertebra of the chest CT (truth: its label's surface), X-rays of the whole CT (ribs,
     neighbouring vertebrae, lungs, heart), a vertebra model built from the other 12 (T1..L1).  The vertebra
@@ -158,7 +158,7 @@ def tier3a(trials, views, size, rng, kw, max_offset=MAX_OFFSET, quanta=250.0, pi
                             info={"name": f"chest CT vertebrae without {name}"})
         truth = meshes[name]
         truth_pose = ex.true_pose(model.mean, shapes[k])  # rigid: the mean onto the held-out vertebra
-        cams = ex.cameras(views, size, pixel_mm=pixel_mm, isocenter=truth.vertices.mean(0))
+        cams = ex.cameras(views, size, pixel_size=pixel_size, isocenter=truth.vertices.mean(0))
         targets = ex.xray_targets(vol, cams, quanta=quanta, seed=1000 * i, aec_field=0.25,  # AEC on the spine
                                   scatter=scatter)
         off = ex.random_offset(rng, *max_offset)

@@ -23,7 +23,7 @@ VERTEBRAE = [f"vertebrae_T{i}" for i in range(1, 13)] + [f"vertebrae_L{i}" for i
 
 
 def chest_plan(ct_dir: Path, n: int) -> dict:
-    return {"seed": 1, "images_per_ct": n, "shard_size": 4, "detector": {"rows": 160, "cols": 160, "pixel_mm": 2.6},
+    return {"seed": 1, "images_per_ct": n, "shard_size": 4, "detector": {"rows": 160, "cols": 160, "pixel_size": 2.6},
             "carm": {"primary": {"min": -30, "max": 30}, "secondary": {"min": -10, "max": 10},
                      "sid": {"min": 700, "max": 800}, "sdd": {"min": 1100, "max": 1200}, "isocenter_jitter": 15},
             "physics": {"kvp": {"min": 80, "max": 110}, "bins": 16, "scatter": True, "noise": True,

@@ -252,7 +252,7 @@ def main(argv=None) -> dict:
     col, row = np.round(cam.project_points(SCREW_HEAD)).astype(int)
     half = max(2, round(BOX_HALF_MM * SDD / SID / cam.pixel_size))
     box = (row - half, row + half, col - half, col + half)
-    chain = PhysicsChain(projector.materials, preset(SPECTRUM), output="line_integral", pixel_mm=cam.pixel_size)
+    chain = PhysicsChain(projector.materials, preset(SPECTRUM), output="line_integral", pixel_size=cam.pixel_size)
     materials, paths = mass_thickness(cam, None, projector, DENSITIES)  # also records the hits for the VJP
     loss, g_paths = box_loss(chain, paths, box)
     rho = np.array([DENSITIES.get(m, get_material(m).density) for m in materials])

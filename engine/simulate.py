@@ -113,7 +113,7 @@ def simulate(scene, camera: Camera, *, meshes=None, mesh_densities: dict | None 
         raise ValueError(f"physics must be 'device' or 'numpy', got {physics!r}")
     materials, paths = mass_thickness(camera, proj, meshes, mesh_densities)
     chain = PhysicsChain(materials, spec, detector=detector, scatter=sc, output="intensity",
-                         pixel_mm=camera.pixel_size)
+                         pixel_size=camera.pixel_size)
     clean, parts = chain.forward(paths, return_parts=True)
     image, n_eff = clean, None
     nm = noise_model(noise)

@@ -162,15 +162,15 @@ class Simulator:
     def __exit__(self, *exc) -> None:
         self.close()
 
-    def chain(self, pixel_mm: float):
+    def chain(self, pixel_size: float):
         """The device physics chain (:class:`engine.physics.DeviceChain`) of detectors with this pixel pitch (mm),
         built on first use."""
         from .physics.device_chain import DeviceChain  # kernels: imported when first used, not by ``import engine``
 
-        key = float(pixel_mm)
+        key = float(pixel_size)
         if key not in self._chains:
             self._chains[key] = DeviceChain(self.materials, self.spectrum, detector=self.detector,
-                                            scatter=self.scatter, output=self.output, pixel_mm=key)
+                                            scatter=self.scatter, output=self.output, pixel_size=key)
         return self._chains[key]
 
     def quanta(self, camera: Camera) -> float | None:

@@ -39,10 +39,10 @@ from engine.volume import Volume, VolumeProjector
 VIEWS = {"AP": (0.0,), "AP+LAT": (0.0, 90.0), "+-30": (-30.0, 30.0)}
 
 
-def cameras(views: str = "AP+LAT", size: int = 256, pixel_mm: float = 1.6, sid: float = 700.0,
+def cameras(views: str = "AP+LAT", size: int = 256, pixel_size: float = 1.6, sid: float = 700.0,
             sdd: float = 1000.0, isocenter=(0.0, 0.0, 0.0)):
     """C-arm views (primary angles of :data:`VIEWS`) around ``isocenter`` (world mm); detector ``size``^2."""
-    return [carm(primary=a, sid=sid, sdd=sdd, rows=size, cols=size, pixel_size=pixel_mm, isocenter=isocenter)
+    return [carm(primary=a, sid=sid, sdd=sdd, rows=size, cols=size, pixel_size=pixel_size, isocenter=isocenter)
             for a in VIEWS[views]]
 
 

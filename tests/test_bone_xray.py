@@ -147,7 +147,7 @@ def test_tier3_small_no_inverse_crime():
     vol = Volume.from_ct(CT(hu=hu.astype(np.float32), world_from_index=aff))
     v, f = pelvis_mesh(2, coarse_vertices=shapes[s])
     truth = engine.mesh.Mesh(vertices=v, faces=f)
-    cams = ex.cameras("+-30", 192, pixel_mm=1.6 * 256 / 192)
+    cams = ex.cameras("+-30", 192, pixel_size=1.6 * 256 / 192)
     targets = ex.xray_targets(vol, cams, quanta=1000.0 * (256 / 192) ** 2, seed=7)  # the benchmark dose
     coarse = build_pelvis_model(exclude=[s])
     model = coarse.subdivided(1)

@@ -34,7 +34,7 @@ def _small(tmp_path, **over):
     nib.save(nib.Nifti1Image(hu.astype(np.int16), aff), str(tmp_path / "ct.nii.gz"))
     nib.save(nib.Nifti1Image(labels, aff), str(tmp_path / "labels.nii.gz"))
     (tmp_path / "labels.csv").write_text("group,structure,id\nbones,ball,1\nbones,block,2\n")
-    plan = {"seed": 3, "images_per_ct": 6, "shard_size": 2, "detector": {"rows": 48, "cols": 48, "pixel_mm": 3.0},
+    plan = {"seed": 3, "images_per_ct": 6, "shard_size": 2, "detector": {"rows": 48, "cols": 48, "pixel_size": 3.0},
             "carm": {"primary": {"min": -60, "max": 60}, "secondary": {"min": -20, "max": 20},
                      "sid": {"min": 600, "max": 700}, "sdd": {"min": 1000, "max": 1100}, "isocenter_jitter": 5},
             "physics": {"kvp": {"min": 70, "max": 90}, "bins": 8, "scatter": True, "noise": True,

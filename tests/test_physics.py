@@ -122,7 +122,7 @@ def test_energy_integrating_swank_factor_below_one():
 
 def test_scatter_total_matches_spr_and_slab_field_is_smooth_and_centre_peaked():
     model = ScatterModel(spr=0.7)
-    chain = PhysicsChain(["water"], preset("fluoro90", bins=16), scatter=model, pixel_mm=2.0)
+    chain = PhysicsChain(["water"], preset("fluoro90", bins=16), scatter=model, pixel_size=2.0)
     slab = np.full((1, 96, 128), 20.0)  # 20 cm water everywhere
     _, parts = chain.forward(slab, return_parts=True)
     s, p = parts["scatter"], parts["primary"]
@@ -137,7 +137,7 @@ def test_scatter_total_matches_spr_and_slab_field_is_smooth_and_centre_peaked():
 def test_scatter_spr_is_behind_the_object_and_open_beam_does_not_inflate_it():
     """With air in the field, the SPR holds over the pixels behind the object; the open beam adds no scatter."""
     model = ScatterModel(spr=0.7)
-    chain = PhysicsChain(["water"], preset("fluoro90", bins=16), scatter=model, pixel_mm=2.0)
+    chain = PhysicsChain(["water"], preset("fluoro90", bins=16), scatter=model, pixel_size=2.0)
     half = np.zeros((1, 96, 128))
     half[0, :, :64] = 30.0  # 30 cm water on the left, open beam on the right
     _, parts = chain.forward(half, return_parts=True)
@@ -163,7 +163,7 @@ def _check_grad(f, x, grad, n=6, h=1e-5, rtol=1e-5, seed=0):
 @pytest.mark.parametrize("spec", ["mono", "poly"])
 def test_chain_gradient_matches_central_differences(scatter, output, spec):
     spectrum = Spectrum.monochromatic(60.0) if spec == "mono" else tube_spectrum(90.0, bins=12)
-    chain = PhysicsChain(["air", "soft_tissue", "bone"], spectrum, scatter=scatter, output=output, pixel_mm=2.0)
+    chain = PhysicsChain(["air", "soft_tissue", "bone"], spectrum, scatter=scatter, output=output, pixel_size=2.0)
     rng = np.random.default_rng(1)
     paths = rng.uniform(0.1, 4.0, (3, 18, 22))
     target = rng.uniform(0, 1, (18, 22))
@@ -208,7 +208,7 @@ def test_simulate_mesh_implant_in_a_ct():
 def test_chain_gradient_with_automatic_spr_matches_central_differences(output):
     """spr = typical_spr(kVp, field, mean water thickness) depends on the paths: the VJP must include it."""
     chain = PhysicsChain(["soft_tissue", "bone"], tube_spectrum(90.0, bins=6),
-                         scatter=ScatterModel(spr=None, sigma0_mm=10.0), output=output, pixel_mm=2.0)
+                         scatter=ScatterModel(spr=None, sigma0_mm=10.0), output=output, pixel_size=2.0)
     rng = np.random.default_rng(3)
     paths = rng.uniform(0.5, 12.0, (2, 16, 20))
     paths[:, :, -5:] = 0.0  # open beam: outside the mean thickness the SPR comes from
@@ -226,7 +226,7 @@ def test_chain_gradient_with_automatic_spr_matches_central_differences(output):
 def test_chain_two_forwards_then_two_vjps_in_either_order():
     """forward(..., return_state=True) returns the VJP's state: later forwards do not change what it gives."""
     chain = PhysicsChain(["soft_tissue", "bone"], tube_spectrum(90.0, bins=8),
-                         scatter=ScatterModel(spr=0.5, sigma0_mm=8.0), output="line_integral", pixel_mm=2.0)
+                         scatter=ScatterModel(spr=0.5, sigma0_mm=8.0), output="line_integral", pixel_size=2.0)
     rng = np.random.default_rng(4)
     p0, p1 = rng.uniform(0.1, 4.0, (2, 2, 12, 14))
     g0, g1 = rng.standard_normal((2, 12, 14))

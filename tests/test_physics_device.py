@@ -38,7 +38,7 @@ def _spectrum(name):
 def test_device_chain_matches_numpy_chain(spec, kind, scatter, output):
     sc = {None: None, "fixed": ScatterModel(spr=0.8, sigma0_mm=12.0),
           "auto": ScatterModel(sigma0_mm=12.0, grid=False)}[scatter]
-    args = dict(detector=Detector(kind=kind), scatter=sc, output=output, pixel_mm=1.5)
+    args = dict(detector=Detector(kind=kind), scatter=sc, output=output, pixel_size=1.5)
     host = PhysicsChain(MATS, _spectrum(spec), **args)
     dev = DeviceChain(MATS, _spectrum(spec), **args)
     paths = _paths()
@@ -64,8 +64,8 @@ def test_device_scatter_with_coarse_blocks_that_do_not_divide_the_image():
     sc = ScatterModel(spr=0.5, sigma0_mm=20.0, grid_mm=3.0)
     for shape in ((31, 47), (2, 47)):
         paths = _paths(*shape, seed=2)
-        want = PhysicsChain(MATS, _spectrum("poly8"), scatter=sc, pixel_mm=1.0).forward(paths)
-        got = DeviceChain(MATS, _spectrum("poly8"), scatter=sc, pixel_mm=1.0).forward(paths)
+        want = PhysicsChain(MATS, _spectrum("poly8"), scatter=sc, pixel_size=1.0).forward(paths)
+        got = DeviceChain(MATS, _spectrum("poly8"), scatter=sc, pixel_size=1.0).forward(paths)
         np.testing.assert_allclose(got, want, rtol=2e-6)
 
 
@@ -257,8 +257,8 @@ def test_device_chain_vjp_matches_the_numpy_chain_vjp_and_finite_differences(sca
     spec = _spectrum("poly8")
     paths = _paths(31, 45, seed=3)
     paths[1, :3, :5] = 60.0  # 60 cm of water: past the last group centre (45 cm)
-    host = PhysicsChain(MATS, spec, scatter=sc, output=output, pixel_mm=0.7)
-    dev = DeviceChain(MATS, spec, scatter=sc, output=output, pixel_mm=0.7)
+    host = PhysicsChain(MATS, spec, scatter=sc, output=output, pixel_size=0.7)
+    dev = DeviceChain(MATS, spec, scatter=sc, output=output, pixel_size=0.7)
     rng = np.random.default_rng(11)
     g = rng.standard_normal((31, 45))
     dev.reset(31, 45)

@@ -118,7 +118,7 @@ def test_registration_brings_the_phantom_back_to_two_simulated_xrays(model):
     bone = np.argwhere(vol.density[2] > 0.5)[::50]
     pts = bone @ vol.world_from_index[:3, :3].T + vol.world_from_index[:3, 3]
     chain = None if model == "drr" else PhysicsChain(proj.materials, preset("fluoro90"), scatter=ScatterModel(),
-                                                     output="line_integral", pixel_mm=cams[0].pixel_size)
+                                                     output="line_integral", pixel_size=cams[0].pixel_size)
     reg = Registration(proj, cams, targets, similarity="ncc", physics=chain)
     rng = np.random.default_rng(3)
     for _ in range(2):

@@ -83,7 +83,7 @@ def test_vjp_is_the_chain_of_the_stage_vjps():
     gm = []
     for i, cam in enumerate(cams):
         chain = PhysicsChain(sim.materials, sim.spectrum, scatter=SCATTER, output="line_integral",
-                             pixel_mm=cam.pixel_size)
+                             pixel_size=cam.pixel_size)
         out, st = chain.forward(paths[i], return_state=True)
         np.testing.assert_allclose(imgs[i], out, rtol=0, atol=2e-5 * np.abs(out).max())
         gm.append(chain.vjp(g[i], st))

@@ -74,7 +74,7 @@ def test_physics_gradcheck_and_an_end_to_end_pose_gradient():
 
     torch.manual_seed(0)
     chain = PhysicsChain(["soft_tissue", "bone"], tube_spectrum(90.0, bins=6),
-                         scatter=ScatterModel(spr=0.5, sigma0_mm=6.0), output="line_integral", pixel_mm=5.0)
+                         scatter=ScatterModel(spr=0.5, sigma0_mm=6.0), output="line_integral", pixel_size=5.0)
     phys = Physics(chain)
     paths = torch.rand(2, 2, 6, 7, dtype=torch.float64) * 3 + 0.1
     paths.requires_grad_(True)

@@ -14,9 +14,9 @@ def phantom():
     return ct, VolumeProjector(Volume.from_ct(ct))
 
 
-def _extent(mask, axis, pixel_mm, mag):
+def _extent(mask, axis, pixel_size, mag):
     idx = np.flatnonzero(mask.any(axis=axis))
-    return (idx.max() - idx.min() + 1) * pixel_mm / mag
+    return (idx.max() - idx.min() + 1) * pixel_size / mag
 
 
 def test_ap_and_lateral_bone_extents(phantom):

@@ -6,7 +6,7 @@ per pixel of the open beam)::
     seed: 0                      # global seed: the same plan and seed give the same files
     images_per_ct: 8
     shard_size: 4                # images per shard (the unit of work, of resuming and of the loader)
-    detector: {rows: 128, cols: 128, pixel_mm: 3.0}
+    detector: {rows: 128, cols: 128, pixel_size: 3.0}
     carm:
       primary: {min: -30, max: 30}          # LAO(+)/RAO(-); uniform, or {dist: normal, mean: .., std: ..}
       secondary: {min: -15, max: 15}        # CRA(+)/CAU(-)
@@ -49,7 +49,7 @@ import numpy as np
 from ..errors import InputError
 
 TOP = {"seed", "images_per_ct", "shard_size", "detector", "carm", "physics", "inputs", "meshes", "png"}
-DETECTOR = {"rows", "cols", "pixel_mm"}
+DETECTOR = {"rows", "cols", "pixel_size"}
 CARM = {"primary", "secondary", "sid", "sdd", "isocenter_jitter"}
 PHYSICS = {"kvp", "preset", "bins", "scatter", "noise", "photons", "output"}
 INPUT = {"ct", "labels", "label_names", "structures", "landmarks", "label_downsample"}
@@ -105,7 +105,7 @@ class Plan:
     shard_size: int
     rows: int
     cols: int
-    pixel_mm: float
+    pixel_size: float
     primary: Range
     secondary: Range
     sid: Range
@@ -235,7 +235,7 @@ def parse_plan(raw: dict, base=".") -> Plan:
     det = _keys(d.get("detector", {}), DETECTOR, "detector")
     rows = _number(det.get("rows", 128), "detector.rows", positive=True, integer=True)
     cols = _number(det.get("cols", 128), "detector.cols", positive=True, integer=True)
-    pixel = _number(det.get("pixel_mm", 3.0), "detector.pixel_mm", positive=True)
+    pixel = _number(det.get("pixel_size", 3.0), "detector.pixel_size", positive=True)
     carm = _keys(d.get("carm", {}), CARM, "carm")
     primary = _range(carm.get("primary", 0), "carm.primary", lo_limit=-180, hi_limit=180)
     secondary = _range(carm.get("secondary", 0), "carm.secondary", lo_limit=-90, hi_limit=90)
@@ -295,7 +295,7 @@ def parse_plan(raw: dict, base=".") -> Plan:
     return Plan(seed=_number(d.get("seed", 0), "seed", integer=True, minimum=0),
                 images_per_ct=_number(d.get("images_per_ct", 8), "images_per_ct", positive=True, integer=True),
                 shard_size=_number(d.get("shard_size", 8), "shard_size", positive=True, integer=True),
-                rows=rows, cols=cols, pixel_mm=pixel, primary=primary, secondary=secondary, sid=sid, sdd=sdd,
+                rows=rows, cols=cols, pixel_size=pixel, primary=primary, secondary=secondary, sid=sid, sdd=sdd,
                 isocenter_jitter=jitter, kvp=kvp, preset=preset, bins=bins, scatter=ph.get("scatter", False),
                 noise=ph.get("noise", False), photons=photons, output=output, inputs=inputs, meshes=tuple(meshes),
                 source=json.loads(json.dumps(raw, default=str)))

@@ -164,7 +164,7 @@ class CTScene:
         p = self.plan
         iso = np.asarray(self.ct.center) + np.asarray(s.isocenter_offset)
         return carm(primary=s.primary, secondary=s.secondary, sid=s.sid, sdd=s.sdd, isocenter=iso, rows=p.rows,
-                    cols=p.cols, pixel_size=p.pixel_mm)
+                    cols=p.cols, pixel_size=p.pixel_size)
 
     def spectrum(self, kvp):
         from ..physics import preset, tube_spectrum

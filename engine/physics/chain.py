@@ -38,18 +38,18 @@ class PhysicsChain:
     detector : Detector
     scatter : ScatterModel or None
     output : "intensity" (I / I0) or "line_integral" (-ln of it)
-    pixel_mm : detector pixel pitch (for the scatter kernels), mm
+    pixel_size : detector pixel pitch (for the scatter kernels), mm
     """
 
     def __init__(self, materials, spectrum: Spectrum, *, detector: Detector | None = None,
-                 scatter: ScatterModel | None = None, output: str = "intensity", pixel_mm: float = 1.0):
+                 scatter: ScatterModel | None = None, output: str = "intensity", pixel_size: float = 1.0):
         if output not in ("intensity", "line_integral"):
             raise ValueError(f"output must be 'intensity' or 'line_integral', got {output!r}")
         self.bl = BeerLambert(materials, spectrum, detector)
         self.spectrum = spectrum
         self.scatter = scatter
         self.output = output
-        self.pixel_mm = float(pixel_mm)
+        self.pixel_size = float(pixel_size)
         e_eff = float(self.bl.w @ spectrum.energies_kev)  # detector-weighted mean energy
         mu = attenuation_table(list(self.bl.materials) + ["water"], [e_eff])[:, 0]
         self.water_equivalent = mu[:-1] / mu[-1]  # cm of water per g/cm^2 of each material
@@ -61,7 +61,7 @@ class PhysicsChain:
 
     def field_cm2(self, shape) -> float:
         """Detector field area (cm^2) of a (rows, cols) image, for the automatic SPR."""
-        return shape[0] * shape[1] * (self.pixel_mm / 10.0) ** 2
+        return shape[0] * shape[1] * (self.pixel_size / 10.0) ** 2
 
     def forward(self, paths, return_parts: bool = False, return_state: bool = False):
         """Noiseless image from (M, rows, cols) g/cm^2; with ``return_parts`` also a dict of
@@ -77,7 +77,7 @@ class PhysicsChain:
         if self.scatter is not None:
             w = self.water_cm(paths)
             spr = self.scatter.resolve_spr(self.spectrum.kvp, self.field_cm2(paths.shape[1:]), w)
-            scatter, sc_cache = self.scatter.forward(primary, w, self.pixel_mm, spr)
+            scatter, sc_cache = self.scatter.forward(primary, w, self.pixel_size, spr)
             parts.update(scatter=scatter, water_cm=w, spr=spr)
         image = primary + scatter
         if self.output == "line_integral":

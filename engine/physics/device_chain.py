@@ -56,13 +56,13 @@ class DeviceChain:
     detector : Detector (default energy-integrating CsI 0.6 mm)
     scatter : ScatterModel or None
     output : "intensity" (I/I0) or "line_integral" (-ln I/I0)
-    pixel_mm : detector pixel pitch, mm (scatter kernel widths, field size for the automatic SPR)
+    pixel_size : detector pixel pitch, mm (scatter kernel widths, field size for the automatic SPR)
     """
 
     def __init__(self, materials, spectrum: Spectrum, *, detector: Detector | None = None,
-                 scatter: ScatterModel | None = None, output: str = "intensity", pixel_mm: float = 1.0):
+                 scatter: ScatterModel | None = None, output: str = "intensity", pixel_size: float = 1.0):
         self.host = PhysicsChain(materials, spectrum, detector=detector, scatter=scatter, output=output,
-                                 pixel_mm=pixel_mm)  # the tables (and validation) are the NumPy chain's
+                                 pixel_size=pixel_size)  # the tables (and validation) are the NumPy chain's
         self.materials = self.host.bl.materials
         self.output = output
         self.scatter = scatter
@@ -90,7 +90,7 @@ class DeviceChain:
         self.primary, self.water, self.scatter_image, self.clean, self.out = (
             ti.ndarray(ti.f32, (rows, cols)) for _ in range(5))
         if self.scatter is not None:
-            self._sc = DeviceScatter(self.scatter, (rows, cols), self.host.pixel_mm, self.host.spectrum.kvp)
+            self._sc = DeviceScatter(self.scatter, (rows, cols), self.host.pixel_size, self.host.spectrum.kvp)
         else:  # placeholders for the detector kernel's scatter arguments
             z = np.zeros(1, np.float32)
             self._nosc = (self._upload(np.zeros((1, 1))), self._ti.ndarray(ti.i32, (1,)), self._upload(z),
@@ -204,7 +204,7 @@ class DeviceChain:
              "g_total": ti.ndarray(ti.f32, (rows, cols)), "gf_rows": ti.ndarray(ti.f32, (rows,)),
              "g_scalars": ti.ndarray(ti.f32, (3,)), "g_mass": ti.ndarray(ti.f32, (len(self.materials), rows, cols))}
         if self.scatter is not None:  # a scatter instance of its own: the forward's buffers stay as they were
-            sc = a["sc"] = DeviceScatter(self.scatter, (rows, cols), self.host.pixel_mm, self.host.spectrum.kvp)
+            sc = a["sc"] = DeviceScatter(self.scatter, (rows, cols), self.host.pixel_size, self.host.spectrum.kvp)
             a["g_fc"] = ti.ndarray(ti.f32, sc.fc.shape)
             a["g_coarse"] = ti.ndarray(ti.f32, sc.coarse.shape)
         else:  # placeholders for the kernels' scatter arguments

@@ -160,18 +160,18 @@ class DeviceScatter:
     ----------
     model : ScatterModel
     shape : (rows, cols) of the detector, pixels
-    pixel_mm : detector pixel pitch, mm
+    pixel_size : detector pixel pitch, mm
     kvp : tube voltage (kV), for the automatic SPR
     """
 
-    def __init__(self, model: ScatterModel, shape, pixel_mm: float, kvp: float):
+    def __init__(self, model: ScatterModel, shape, pixel_size: float, kvp: float):
         ti_ = backend.ti_module()
         rows, cols = shape
         self.model = model
-        self.f = f = model.block_factor(pixel_mm)
+        self.f = f = model.block_factor(pixel_size)
         nr, nc = -(-rows // f), -(-cols // f)
         g = len(model.group_centres_cm)
-        taps = [gaussian_1d(s) for s in model.sigmas_px(pixel_mm * f)]
+        taps = [gaussian_1d(s) for s in model.sigmas_px(pixel_size * f)]
         k = max(t.size for t in taps)
         table = np.zeros((g, k), np.float32)
         for i, t in enumerate(taps):
@@ -192,7 +192,7 @@ class DeviceScatter:
         self.row_sums = ti_.ndarray(ti_.f32, (3, nr))
         self.f_rows = ti_.ndarray(ti_.f32, (rows,))
         self.scalars = ti_.ndarray(ti_.f32, (5,))
-        field_cm2 = rows * cols * (pixel_mm / 10.0) ** 2  # as PhysicsChain.field_cm2
+        field_cm2 = rows * cols * (pixel_size / 10.0) ** 2  # as PhysicsChain.field_cm2
         self.spr_fixed = 0.0 if model.spr is None else float(model.spr)
         self.spr_slope = spr_per_water_cm(kvp, field_cm2, model.grid) if model.spr is None else 0.0
         if model.spr is None and self.spr_slope <= 0:

@@ -23,13 +23,13 @@ from .detector import Detector
 from .spectrum import Spectrum
 
 
-def photons_per_pixel(spectrum: Spectrum, detector: Detector, *, mas: float, pixel_mm: float,
+def photons_per_pixel(spectrum: Spectrum, detector: Detector, *, mas: float, pixel_size: float,
                       sdd_mm: float) -> float:
     """Detected photons per pixel for the unattenuated beam."""
-    if mas <= 0 or pixel_mm <= 0 or sdd_mm <= 0:
+    if mas <= 0 or pixel_size <= 0 or sdd_mm <= 0:
         raise ValueError("mAs, pixel size and sdd must be positive")
     eta = detector.efficiency(spectrum.energies_kev)
-    return float((spectrum.fluence * eta).sum() * mas * pixel_mm ** 2 * (1000.0 / sdd_mm) ** 2)
+    return float((spectrum.fluence * eta).sum() * mas * pixel_size ** 2 * (1000.0 / sdd_mm) ** 2)
 
 
 def swank_factor(spectrum: Spectrum, detector: Detector) -> float:
@@ -59,10 +59,10 @@ class NoiseModel:
         if self.electronic_std < 0:
             raise ValueError("electronic_std must be >= 0")
 
-    def quanta(self, spectrum, detector, pixel_mm, sdd_mm) -> float:
+    def quanta(self, spectrum, detector, pixel_size, sdd_mm) -> float:
         """Effective quanta per pixel of the unattenuated beam (after the Swank factor)."""
         n0 = self.photons if self.photons is not None else photons_per_pixel(
-            spectrum, detector, mas=self.mas, pixel_mm=pixel_mm, sdd_mm=sdd_mm)
+            spectrum, detector, mas=self.mas, pixel_size=pixel_size, sdd_mm=sdd_mm)
         return n0 * swank_factor(spectrum, detector)
 
     def apply(self, image, n_eff: float, rng: np.random.Generator) -> np.ndarray:

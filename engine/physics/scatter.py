@@ -150,13 +150,13 @@ class ScatterModel:
     def _kernels(self, coarse_mm: float):
         return [_gaussian_kernel(s) for s in self.sigmas_px(coarse_mm)]
 
-    def block_factor(self, pixel_mm: float) -> int:
+    def block_factor(self, pixel_size: float) -> int:
         """Detector pixels per coarse-grid cell along each axis."""
-        return max(1, int(self.grid_mm // pixel_mm))
+        return max(1, int(self.grid_mm // pixel_size))
 
-    def _resampling(self, shape, pixel_mm: float):
+    def _resampling(self, shape, pixel_size: float):
         """Block factor and the (down, up) matrices for rows and columns."""
-        f = self.block_factor(pixel_mm)
+        f = self.block_factor(pixel_size)
         return f, [(_downsample_matrix(n, f), _upsample_matrix(n, f)) for n in shape]
 
     def resolve_spr(self, kvp: float, field_cm2: float, water_cm: np.ndarray) -> float:
@@ -166,22 +166,22 @@ class ScatterModel:
         behind = w[w >= self.object_cm]
         return typical_spr(kvp, field_cm2, float(behind.mean()) if behind.size else 0.0, self.grid)
 
-    def forward(self, primary: np.ndarray, water_cm: np.ndarray, pixel_mm: float, spr: float):
+    def forward(self, primary: np.ndarray, water_cm: np.ndarray, pixel_size: float, spr: float):
         """Scatter image S (same units as ``primary``) and a cache for :meth:`vjp`."""
         p = np.asarray(primary, np.float64)
         w = np.asarray(water_cm, np.float64)
         a = w * np.exp(-w / self.tau_cm)
         h, _ = self._groups(w)
-        fac, ((dr, ur), (dc, uc)) = self._resampling(p.shape, pixel_mm)
+        fac, ((dr, ur), (dc, uc)) = self._resampling(p.shape, pixel_size)
         fc = np.zeros((dr.shape[0], dc.shape[0]))
-        for g, k in enumerate(self._kernels(pixel_mm * fac)):
+        for g, k in enumerate(self._kernels(pixel_size * fac)):
             if h[g].any():
                 fc += fftconvolve(dr @ (p * a * h[g]) @ dc.T, k, mode="same")
         f = ur @ fc @ uc.T
         m = w >= self.object_cm  # behind the object (piecewise constant in w: no gradient)
         sp, sf = float(p[m].sum()), float(f[m].sum())
         c = spr * sp / sf if sf > 0 else 0.0
-        return c * f, (p, w, a, f, sp, sf, spr, pixel_mm)
+        return c * f, (p, w, a, f, sp, sf, spr, pixel_size)
 
     def resolve_spr_vjp(self, kvp: float, field_cm2: float, water_cm: np.ndarray, grad_spr: float) -> np.ndarray:
         """d loss / d water_cm (per pixel, 1/cm) through :meth:`resolve_spr`, given d loss / d spr.
@@ -202,7 +202,7 @@ class ScatterModel:
         The third is the gradient with respect to the ``spr`` argument of :meth:`forward` (S is linear in it);
         chain it through :meth:`resolve_spr_vjp` when the SPR was resolved from the image.
         """
-        p, w, a, f, sp, sf, spr, pixel_mm = cache
+        p, w, a, f, sp, sf, spr, pixel_size = cache
         gs = np.asarray(grad_s, np.float64)
         if sf <= 0:
             return np.zeros_like(p), np.zeros_like(w), 0.0
@@ -214,9 +214,9 @@ class ScatterModel:
         gw = np.zeros_like(w)
         h, dh = self._groups(w)
         da = np.exp(-w / self.tau_cm) * (1 - w / self.tau_cm)
-        fac, ((dr, ur), (dc, uc)) = self._resampling(p.shape, pixel_mm)
+        fac, ((dr, ur), (dc, uc)) = self._resampling(p.shape, pixel_size)
         gfc = ur.T @ gf @ uc
-        for g, k in enumerate(self._kernels(pixel_mm * fac)):
+        for g, k in enumerate(self._kernels(pixel_size * fac)):
             if h[g].any() or dh[g].any():
                 gq = dr.T @ fftconvolve(gfc, k, mode="same") @ dc  # symmetric kernel: its own adjoint
                 gp += gq * a * h[g]
