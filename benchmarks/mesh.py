@@ -76,8 +76,8 @@ def main(argv=None):
                 row[f"{method}_forward_ms"] = median_time(lambda: mp(cam, record=False), repeats) * 1e3
 
                 def fwd_bwd():
-                    mp(cam)
-                    return mp.vjp(g)
+                    _, state = mp.forward(cam)
+                    return mp.vjp(state, g)
 
                 row[f"{method}_forward_backward_ms"] = median_time(fwd_bwd, repeats) * 1e3
             src, tgt = cam.rays()

@@ -55,8 +55,8 @@ def child(arch):
     ball = icosphere(60.0, 4, center=ct.center)
     t = time.perf_counter()
     mp = MeshProjector(ball, "bone")
-    img = mp(cam)
-    mp.vjp(np.ones_like(img))
+    img, state = mp.forward(cam)
+    mp.vjp(state, np.ones_like(img))
     out["mesh_first_image_and_gradient_s"] = time.perf_counter() - t
     out["process_to_first_images_s"] = time.perf_counter() - t0
 
@@ -71,8 +71,8 @@ def child(arch):
     mp2 = MeshProjector(icosphere(50.0, 4, center=ct.center), "bone")
     out["second_mesh_projector_construct_s"] = time.perf_counter() - t
     t = time.perf_counter()
-    img = mp2(cam)
-    mp2.vjp(np.ones_like(img))
+    img, state = mp2.forward(cam)
+    mp2.vjp(state, np.ones_like(img))
     out["second_mesh_projector_first_image_and_gradient_s"] = time.perf_counter() - t
     out["arch"] = engine.backend.current().arch
     print(json.dumps(out))

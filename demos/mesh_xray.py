@@ -125,11 +125,11 @@ def pelvis_meshes(levels: int):
 
 def box_loss(chain, paths, box):
     """Attenuation -ln(I/I0) summed over the pixel box (r0, r1, c0, c1), and d(loss)/d(paths) (g/cm^2)."""
-    img = chain.forward(paths)
+    img, state = chain.forward(paths, return_state=True)
     r0, r1, c0, c1 = box
     weight = np.zeros_like(img)
     weight[r0:r1, c0:c1] = 1.0
-    return float((img * weight).sum()), chain.vjp(weight)
+    return float((img * weight).sum()), chain.vjp(state, weight)
 
 
 def pose_checks(meshes, materials, cam, chain, box, sl, directions, d_tau, h=1e-3):
@@ -253,11 +253,12 @@ def main(argv=None) -> dict:
     half = max(2, round(BOX_HALF_MM * SDD / SID / cam.pixel_size))
     box = (row - half, row + half, col - half, col + half)
     chain = PhysicsChain(projector.materials, preset(SPECTRUM), output="line_integral", pixel_size=cam.pixel_size)
-    materials, paths = mass_thickness(cam, None, projector, DENSITIES)  # also records the hits for the VJP
+    materials, paths = mass_thickness(cam, None, projector, DENSITIES)
+    _, mesh_state = projector.forward(cam)  # the hits of this render, for the VJP
     loss, g_paths = box_loss(chain, paths, box)
     rho = np.array([DENSITIES.get(m, get_material(m).density) for m in materials])
     g_lengths = g_paths * rho[:, None, None] / 10.0  # g/cm^2 = mm * g/cm^3 / 10
-    grad = projector.vjp(g_lengths)  # (V, 3) 1/mm
+    grad = projector.vjp(mesh_state, g_lengths)  # (V, 3) 1/mm
     lap("gradient (physics VJP + mesh VJP)")
     sl = slice(projector.vertex_offsets[-2], projector.vertex_offsets[-1])  # the screw's vertices
     _, d_tau = pose_gradient(projector.vertices[sl], grad[sl], screw_center)

@@ -310,7 +310,7 @@ class Simulator:
         if not np.all(np.isfinite(g)):
             raise ValueError("grad contains NaN or inf")
         g = g.reshape(n, rows, cols)
-        gm = np.stack([self.chain(cam.pixel_size).vjp(g[i], state.frames[i])
+        gm = np.stack([self.chain(cam.pixel_size).vjp(state.frames[i], g[i])
                        for i, cam in enumerate(state.cameras)]).astype(np.float64)
         out = {"mass_thickness": gm}
         if self.ct is not None and (ct_pose or density):
@@ -324,5 +324,5 @@ class Simulator:
         if self.meshes is not None and vertices:
             idx = [self.materials.index(m) for m in self.meshes.materials]
             g_len = gm[:, idx] * np.asarray(self.mesh_scale)[None, :, None, None]
-            out["vertices"] = self.meshes.vjp(g_len, state=state.mesh)
+            out["vertices"] = self.meshes.vjp(state.mesh, g_len)
         return out

@@ -55,13 +55,13 @@ def render(arch: str) -> dict:
     raster = MeshProjector([ball], ["titanium"])
     bvh = MeshProjector([ball], ["titanium"], method="bvh")
     t = time.perf_counter()
-    out["mesh_raster"] = raster(cams)  # (2, 1, rows, cols) mm
+    out["mesh_raster"], raster_state = raster.forward(cams)  # (2, 1, rows, cols) mm
     times["mesh_raster"] = time.perf_counter() - t
     out["mesh_bvh"] = bvh(cams)
     # a fixed loss: path lengths weighted by a smooth ramp over the detector
     rows, cols = cams[0].rows, cams[0].cols
     ramp = (np.linspace(0.5, 1.5, cols)[None, :] * np.linspace(1.0, 2.0, rows)[:, None]).astype(np.float32)
-    out["mesh_vjp"] = raster.vjp(np.broadcast_to(ramp, out["mesh_raster"].shape))  # (V, 3)
+    out["mesh_vjp"] = raster.vjp(raster_state, np.broadcast_to(ramp, out["mesh_raster"].shape))  # (V, 3)
 
     t = time.perf_counter()
     sim = engine.simulate(proj, cams[0], meshes=raster, spectrum="fluoro90", scatter=True,

@@ -94,7 +94,8 @@ def test_new_projectors_and_detector_sizes_compile_nothing():
         VolumeProjector(v)(cam)
         VolumeProjector(v, sampling="midpoint")(cam)
         mp = MeshProjector(icosphere(r, 2, center=v.center), "bone")
-        mp.vjp(mp(cam))
+        img, state = mp.forward(cam)
+        mp.vjp(state, img)
 
     render(20, 16, 8.0)
     kernels = (planes_kernel(1, "f32", 1), march_kernel(1, "f32", 1), upload_kernel("f32"), raster_kernel(32),

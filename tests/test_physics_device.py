@@ -265,14 +265,14 @@ def test_device_chain_vjp_matches_the_numpy_chain_vjp_and_finite_differences(sca
     dev.add_array(paths, MATS)
     dev.run()
     state = dev.snapshot()
-    got = dev.vjp(g, state)
+    got = dev.vjp(state, g)
     _, hstate = host.forward(paths.astype(np.float64), return_state=True)
-    want = host.vjp(g, hstate)
+    want = host.vjp(hstate, g)
     assert got.shape == want.shape == paths.shape
     np.testing.assert_allclose(got, want, rtol=0, atol=2e-5 * np.abs(want).max())
     # the state is explicit: another frame in between does not change this frame's gradient
     dev.forward(paths * 0.5)
-    np.testing.assert_allclose(dev.vjp(g, state), got, rtol=0, atol=1e-7 * np.abs(got).max())
+    np.testing.assert_allclose(dev.vjp(state, g), got, rtol=0, atol=1e-7 * np.abs(got).max())
     d = rng.standard_normal(paths.shape) * (paths > 0)
     h = 0.02
 

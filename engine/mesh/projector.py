@@ -11,7 +11,8 @@ Ray-triangle tests are watertight (:mod:`engine.mesh.ray_triangle`: Woop, Benthi
 & Wald, JCGT 2013, with a top-left ownership rule), so a ray through a shared edge
 or vertex is counted once: no cracks, no double counting.
 
-Gradients: hits are recorded in the forward pass; :meth:`MeshProjector.vjp`
+Gradients: hits are recorded in the forward pass (:meth:`MeshProjector.forward` returns them as a state);
+:meth:`MeshProjector.vjp` (``vjp(state, grad)``)
 differentiates the path lengths over the recorded hits with a hand-written adjoint
 (:func:`adjoint_kernel`): a hit of the ray ``o + t d`` on the triangle
 ``(v0, v1, v2)`` with normal ``n = (v1 - v0) x (v2 - v0)`` has
@@ -525,7 +526,7 @@ class MeshProjector:
             As :meth:`__call__` returns it.
         state : MeshProjectionState
             Device copies of this render's vertices, rays and hits: renders, vertex moves and VJPs may then
-            interleave in any order (``vjp(grad, state=state)``).
+            interleave in any order (``vjp(state, grad)``).
         """
         img = self(cameras, record=True)
         return img, self.snapshot(single=img.ndim == 3)
@@ -560,17 +561,16 @@ class MeshProjector:
             raise RuntimeError("render (with record=True) before asking for hit counts")
         return self._read(self._mem["hit_n"], self._last, np.float32)
 
-    def vjp(self, grad_lengths, state: MeshProjectionState | None = None) -> np.ndarray:
-        """d(loss)/d(vertices) for d(loss)/d(path lengths) of a render.
+    def vjp(self, state: MeshProjectionState, grad_lengths) -> np.ndarray:
+        """d(loss)/d(vertices) for d(loss)/d(path lengths) of the render that returned ``state``.
 
         Parameters
         ----------
+        state : MeshProjectionState
+            From :meth:`forward` (or :meth:`snapshot`): the render to differentiate, at the vertices it was made
+            with (nothing is taken from the last call).
         grad_lengths : array_like
             Same shape as that render's output: (M, rows, cols) or (n, M, rows, cols), per mm of path length.
-        state : MeshProjectionState, optional
-            From :meth:`forward`: the render to differentiate, at the vertices it was made with.  Without it,
-            the last recorded render at its recorded hits and the current vertices (the convenience of a
-            render-then-differentiate loop).
 
         Returns
         -------
@@ -579,14 +579,9 @@ class MeshProjector:
             recorded hits (see the module doc: silhouettes not included).
         """
         self._check_open()
-        if state is not None:
-            if not isinstance(state, MeshProjectionState):
-                raise TypeError("state must be the MeshProjectionState returned by forward()")
-            return self._vjp(grad_lengths, state.shape, state.verts, state.views, state.hit_tri, state.hit_n)
-        if self._last is None:
-            raise RuntimeError("render before asking for gradients")
-        mem = self._mem
-        return self._vjp(grad_lengths, self._last, mem["verts"], mem["views"], mem["hit_tri"], mem["hit_n"])
+        if not isinstance(state, MeshProjectionState):
+            raise TypeError("vjp(state, grad): state must be the MeshProjectionState returned by forward()")
+        return self._vjp(grad_lengths, state.shape, state.verts, state.views, state.hit_tri, state.hit_n)
 
     def _vjp(self, grad_lengths, shape, verts, views, hit_tri, hit_n) -> np.ndarray:
         n, rows, cols = shape

@@ -2,9 +2,9 @@
 
 ``PhysicsChain.forward(paths)`` maps per-material mass thicknesses (M, rows, cols)
 in g/cm^2 to the noiseless, flat-field-normalised image (1 = unattenuated beam),
-or to its negative log.  ``vjp(grad_image, state)`` returns d(loss)/d(paths) for the
-forward that returned ``state`` (``forward(paths, return_state=True)``; without a state,
-the last forward), so image losses flow back into the CT projector or the mesh renderer.
+or to its negative log.  ``vjp(state, grad_image)`` returns d(loss)/d(paths) for the
+forward that returned ``state`` (``forward(paths, return_state=True)``), so image losses flow
+back into the CT projector or the mesh renderer.
 """
 from __future__ import annotations
 
@@ -53,7 +53,6 @@ class PhysicsChain:
         e_eff = float(self.bl.w @ spectrum.energies_kev)  # detector-weighted mean energy
         mu = attenuation_table(list(self.bl.materials) + ["water"], [e_eff])[:, 0]
         self.water_equivalent = mu[:-1] / mu[-1]  # cm of water per g/cm^2 of each material
-        self._cache = None
 
     def water_cm(self, paths) -> np.ndarray:
         """Water-equivalent thickness (cm) at the effective energy."""
@@ -82,19 +81,15 @@ class PhysicsChain:
         image = primary + scatter
         if self.output == "line_integral":
             image = -np.log(np.maximum(image, 1e-300))
-        self._cache = state = PhysicsState(paths, primary + scatter, sc_cache)
+        state = PhysicsState(paths, primary + scatter, sc_cache)
         out = (image,) + ((parts,) if return_parts else ()) + ((state,) if return_state else ())
         return out[0] if len(out) == 1 else out
 
-    def vjp(self, grad_image, state: "PhysicsState | None" = None) -> np.ndarray:
-        """d(loss)/d(paths), (M, rows, cols), for d(loss)/d(image) of the forward that returned ``state``
-        (default: the last forward)."""
-        if state is None:
-            state = self._cache
-        if state is None:
-            raise RuntimeError("call forward() before vjp()")
+    def vjp(self, state: PhysicsState, grad_image) -> np.ndarray:
+        """d(loss)/d(paths), (M, rows, cols), for d(loss)/d(image) of the forward that returned ``state``."""
         if not isinstance(state, PhysicsState):
-            raise TypeError("state must be the PhysicsState returned by forward(..., return_state=True)")
+            raise TypeError("vjp(state, grad): state must be the PhysicsState returned by "
+                            "forward(..., return_state=True)")
         paths, total, sc_cache = state.paths, state.total, state.scatter
         g = np.asarray(grad_image, np.float64)
         if g.shape != total.shape:

@@ -215,13 +215,13 @@ class DeviceChain:
         self._adj = a
         return a
 
-    def vjp(self, grad, state: DeviceChainState, *, host: bool = True):
+    def vjp(self, state: DeviceChainState, grad, *, host: bool = True):
         """d loss / d mass thickness of the frame ``state`` was taken from, for d loss / d image ``grad``.
 
         Parameters
         ----------
-        grad : (rows, cols) array_like or float32 Taichi ndarray, per unit of the output (I/I0 or -ln)
         state : DeviceChainState from :meth:`snapshot`
+        grad : (rows, cols) array_like or float32 Taichi ndarray, per unit of the output (I/I0 or -ln)
         host : return a NumPy array (default), else the chain's own (M, rows, cols) float32 Taichi ndarray
             (overwritten by the next VJP)
 

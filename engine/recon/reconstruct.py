@@ -231,9 +231,9 @@ class Objective:
         rendered, state, x = self._render(params, record=True)  # explicit state: no reliance on "the last call"
         val, g_img = self.loss(rendered, self.level_targets)
         if self.shell_mm is None:
-            gx = self.projector.vjp(g_img[:, None], state=state)
+            gx = self.projector.vjp(state, g_img[:, None])
         else:
-            gx = self.projector.vjp(g_img, state=state)
+            gx = self.projector.vjp(state, g_img)
             nv = self.model.n_vertices
             gx = gx[:nv] + offset_surface_vjp(x, self.model.faces, self.shell_mm, gx[nv:])
         grads = self.shape_pose.backward(params, gx).as_dict()

@@ -114,7 +114,7 @@ class Registration:
             return np.tensordot(self.weights, paths, axes=1), lambda g: self.weights[:, None, None] * g[None]
         self.physics.pixel_size = cam.pixel_size  # the scatter kernels' pixel scale at this binning
         img, state = self.physics.forward(paths, return_state=True)
-        return img, lambda g: self.physics.vjp(g, state)
+        return img, lambda g: self.physics.vjp(state, g)
 
     def drrs(self, pose, binning: int = 1) -> list:
         """The images the loss compares with the targets, at ``pose`` (DRRs, or the physics model's)."""

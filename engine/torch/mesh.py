@@ -21,7 +21,7 @@ class _Lengths(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad):
-        g = ctx.module.projector.vjp(grad.detach().cpu().numpy().astype(np.float64), state=ctx.state)
+        g = ctx.module.projector.vjp(ctx.state, grad.detach().cpu().numpy().astype(np.float64))
         return torch.from_numpy(g).to(dtype=grad.dtype, device=grad.device), None
 
 

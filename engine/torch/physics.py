@@ -26,7 +26,7 @@ class _Physics(torch.autograd.Function):
     def backward(ctx, grad):
         g = grad.detach().cpu().numpy().astype(np.float64)
         g = g if ctx.batched else g[None]
-        out = np.stack([ctx.chain.vjp(gi, state) for gi, state in zip(g, ctx.states)])
+        out = np.stack([ctx.chain.vjp(state, gi) for gi, state in zip(g, ctx.states)])
         out = out if ctx.batched else out[0]
         return torch.from_numpy(out).to(dtype=grad.dtype, device=grad.device), None
 
