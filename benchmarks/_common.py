@@ -39,3 +39,22 @@ def clip_rays(vol, cam, rows=slice(None)):
     t1 = np.clip(np.nanmin(np.maximum(ta, tb), -1), 0, 1)
     length = np.maximum(t1 - t0, 0) * np.linalg.norm(tgt - src, axis=-1)
     return s, d, t0, t1, length
+
+
+def write_results(path, rows, **extra) -> dict:
+    """Write ``{"machine": ..., "rows": rows, **extra}`` as JSON to ``path`` (folders created) and print where;
+    the machine: platform, CPU count, the Taichi backend in use (when one was started) and the date."""
+    import json
+    import platform
+
+    from engine import backend
+
+    b = backend.current()
+    machine = dict(platform=platform.platform(), cpu_count=os.cpu_count(),
+                   **({"arch": b.arch} if b is not None else {}), date=time.strftime("%Y-%m-%d %H:%M:%S %z"))
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    out = dict(machine=machine, rows=rows, **extra)
+    p.write_text(json.dumps(out, indent=1))
+    print(f"machine: {machine}\nwrote {p}")
+    return out

@@ -9,9 +9,6 @@ bare images; 2 workers at least 1.7x one worker on a 2-core machine.
     python benchmarks/dataset.py [--images 32] [--out benchmarks/results/dataset.json]
 """
 import argparse
-import json
-import os
-import platform
 import shutil
 import sys
 import tempfile
@@ -20,6 +17,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
 
 def plan_dict(n: int, labels: bool, label_downsample: int = 1) -> dict:
@@ -40,6 +38,7 @@ def main(argv=None):
     ap.add_argument("--images", type=int, default=96)
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "dataset.json"))
     args = ap.parse_args(argv)
+    from _common import write_results
     from engine.dataset import parse_plan, run
 
     base = ROOT / "assets" / "plans"
@@ -74,9 +73,7 @@ def main(argv=None):
                    speedup_2_workers=by["labels, 1 process"] / by["labels, 2 workers"])
     print(f"labels cost {100 * summary['label_overhead']:.0f} % over bare images; 2 workers "
           f"{summary['speedup_2_workers']:.2f}x one")
-    machine = dict(platform=platform.platform(), cpu_count=os.cpu_count(), date=time.strftime("%Y-%m-%d %H:%M:%S %z"))
-    Path(args.out).write_text(json.dumps(dict(machine=machine, rows=rows, summary=summary), indent=1))
-    print(f"machine: {machine}\nwrote {args.out}")
+    write_results(args.out, rows, summary=summary)
 
 
 if __name__ == "__main__":

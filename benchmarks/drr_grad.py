@@ -8,11 +8,7 @@ the forward measured in the same run.  Target (issue 17): forward + backward at 
     python benchmarks/drr_grad.py [--quick] [--out benchmarks/results/drr_grad.json]
 """
 import argparse
-import json
-import os
-import platform
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +18,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import engine  # noqa: E402
+from _common import write_results  # noqa: E402
 from drr import CASES, batch_cameras, camera, timings  # noqa: E402
 from engine.volume import Volume, VolumeProjector, load_ct  # noqa: E402
 
@@ -66,11 +63,7 @@ def main(argv=None):
     for r in rows:
         print(f"{r['volume']:<15}{r['detector']:<10}{r['views']:<12}{r['stage']:<24}{r['ms_per_image']:>9.1f}"
               f"{r['ratio_to_forward']:>7.2f}")
-    machine = dict(platform=platform.platform(), cpu_count=os.cpu_count(), arch=engine.backend.current().arch,
-                   date=time.strftime("%Y-%m-%d %H:%M:%S %z"))
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(dict(machine=machine, rows=rows), indent=1))
-    print(f"machine: {machine}\nwrote {args.out}")
+    write_results(args.out, rows)
 
 
 if __name__ == "__main__":

@@ -11,10 +11,9 @@ between frames, as a drag does.  Targets (issue 20): >= 5 fps at 128 x 128 while
 """
 import argparse
 import json
-import os
-import platform
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -22,6 +21,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
 CASES = [(128, False, False), (256, False, False), (256, True, True), (512, False, False)]
 
@@ -35,7 +35,7 @@ def measure(arch: str, frames: int) -> list:
     from engine.viewer import default_scene, open_viewer
 
     volume, meshes, _ = default_scene()
-    viewer = open_viewer(volume, meshes, show_window=False, out_dir="/tmp/viewer_bench")
+    viewer = open_viewer(volume, meshes, show_window=False, out_dir=tempfile.mkdtemp(prefix="engine_viewer_bench_"))
     rows = []
     for res, scatter, noise in CASES:
         viewer.state = dataclasses.replace(viewer.state, resolution=res, scatter=scatter, noise=noise)
@@ -62,6 +62,8 @@ def main(argv=None):
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "viewer.json"))
     ap.add_argument("--json-only", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    from _common import write_results
+
     if args.all:
         rows = []
         for arch in ("cpu", "vulkan"):
@@ -80,10 +82,7 @@ def main(argv=None):
     for r in rows:
         print(f"{r['arch']:<8}{r['resolution']:>8}{str(r['scatter']):>9}{str(r['noise']):>7}"
               f"{r['ms_per_frame']:>10.1f}{r['fps']:>7.1f}")
-    machine = dict(platform=platform.platform(), cpu_count=os.cpu_count(), date=time.strftime("%Y-%m-%d %H:%M:%S %z"))
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(dict(machine=machine, rows=rows), indent=1))
-    print(f"machine: {machine}\nwrote {args.out}")
+    write_results(args.out, rows)
 
 
 if __name__ == "__main__":
