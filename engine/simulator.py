@@ -191,9 +191,12 @@ class Simulator:
         """Render like :meth:`__call__` and return ``(images, SimulatorState)`` for :meth:`vjp`."""
         return self._run(cameras, seed, record=True)
 
-    def _cameras(self, cameras):
+    def _check_open(self) -> None:
         if self._closed:
             raise RuntimeError("this Simulator is closed (make a new one)")
+
+    def _cameras(self, cameras):
+        self._check_open()
         single = isinstance(cameras, Camera)
         cams = [cameras] if single else list(cameras)
         if not cams or any(not isinstance(c, Camera) for c in cams):
@@ -240,13 +243,9 @@ class Simulator:
                 chain.add_field(field, self.ct.materials, view=view)
             if self.meshes is not None:
                 chain.add_flat(mesh_field, self.meshes.materials, view=i, scale=self.mesh_scale)
-            q = self.quanta(cam)
-            img = chain.run(quanta=q, electronic_std=0.0 if q is None else self.noise.electronic_std,
-                            key=key0 + i)
-            dbl.copy_view(self._images, i, img)
+            dbl.copy_view(self._images, i, self._detect(chain, cam, key0 + i))
             if record:
                 frames.append(chain.snapshot())
-            self._last_chain = chain
         images = self._images.to_numpy()
         images = images[0] if single else images
         if not record:
@@ -259,8 +258,7 @@ class Simulator:
         float32 image at ``camera`` (its pixel pitch, distance and shape), noise drawn from ``seed``."""
         from .physics.device_rng import seed_u32
 
-        if self._closed:
-            raise RuntimeError("this Simulator is closed (make a new one)")
+        self._check_open()
         p = np.asarray(paths, np.float32)
         if p.shape != (len(self.materials), camera.rows, camera.cols):
             raise ValueError(f"paths must be ({len(self.materials)}, {camera.rows}, {camera.cols}) (materials "
@@ -268,11 +266,14 @@ class Simulator:
         chain = self.chain(camera.pixel_size)
         chain.reset(camera.rows, camera.cols)
         chain.add_array(p, self.materials)
+        return self._detect(chain, camera, seed_u32(seed) if self.noise is not None else 0).to_numpy()
+
+    def _detect(self, chain, camera: Camera, key: int):
+        """Run ``chain``'s frame to the detector image at ``camera`` (its dose), noise drawn from the device seed
+        ``key``; the chain's own (rows, cols) ndarray."""
         q = self.quanta(camera)
-        key = seed_u32(seed) if self.noise is not None else 0
-        img = chain.run(quanta=q, electronic_std=0.0 if q is None else self.noise.electronic_std, key=key)
         self._last_chain = chain
-        return img.to_numpy()
+        return chain.run(quanta=q, electronic_std=0.0 if q is None else self.noise.electronic_std, key=key)
 
     def parts(self) -> dict:
         """Host copies of the last view's intermediate images (see :meth:`DeviceChain.parts`)."""
@@ -297,8 +298,7 @@ class Simulator:
         Also returned: ``"mass_thickness"``, (n, M, rows, cols) d loss / d g/cm^2 per material of
         :attr:`materials` (the chain's adjoint, before the projectors').
         """
-        if self._closed:
-            raise RuntimeError("this Simulator is closed (make a new one)")
+        self._check_open()
         if not isinstance(state, SimulatorState):
             raise TypeError("state must be the SimulatorState returned by forward()")
         n = len(state.cameras)

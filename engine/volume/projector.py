@@ -437,7 +437,7 @@ class VolumeProjector:
         """
         cams = self._cameras(cameras)
         rows, cols = cams[0].rows, cams[0].cols
-        if len(self._chunks(len(cams), rows, cols)) > 1:
+        if not self.batch_fits(len(cams), rows, cols):
             raise ValueError(f"{len(cams)} views of {rows} x {cols} pixels x {len(self.materials)} materials exceed "
                              f"the device's {self._limit / 2**20:.0f} MiB buffer: render fewer views at a time")
         out = self._buffer(len(cams), rows, cols)
