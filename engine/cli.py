@@ -135,6 +135,7 @@ def cmd_drr(args) -> int:
     from .imageio import output_format, save_image
     from .outputs import check_output, write_text
     from .progress import ProgressBar
+    from .simulate import mass_thickness
     from .volume import Volume, VolumeProjector, load_ct
 
     # everything the user typed is checked before the slow part
@@ -180,7 +181,7 @@ def cmd_drr(args) -> int:
     if physics:
         out = _detector_image(args, proj, cam, img, meshes)
     else:
-        materials, stack = _with_meshes(proj, img, meshes, cam)
+        _, stack = mass_thickness(cam, proj, meshes, ct_paths=img)
         out = stack if args.materials else stack.sum(axis=0)
     paths = save_image(args.out, out, window=args.window)
     if args.save_camera:
@@ -201,23 +202,8 @@ def _meshes(args):
     return MeshProjector([load_mesh(m) for m in args.mesh], mats)
 
 
-def _with_meshes(proj, ct_paths, meshes, cam):
-    """(materials, (M, rows, cols) g/cm^2): the CT's line integrals and the meshes' (path length x nominal
-    density / 10), summed by material."""
-    from .simulator import mesh_scales
-
-    names = list(proj.materials)
-    stack = [p.astype(np.float64) for p in ct_paths]
-    if meshes is not None:
-        for name, length, scale in zip(meshes.materials, meshes(cam), mesh_scales(meshes.materials, None)):
-            if name not in names:
-                names.append(name)
-                stack.append(np.zeros(ct_paths.shape[1:]))
-            stack[names.index(name)] += length * scale
-    return tuple(names), np.stack(stack)
-
-
 def _detector_image(args, proj, cam, paths, meshes=None):
+    from .simulate import mass_thickness
     from .simulator import Simulator
 
     spectrum = args.preset or args.kvp
@@ -225,13 +211,15 @@ def _detector_image(args, proj, cam, paths, meshes=None):
     sim = Simulator(proj, meshes, spectrum=spectrum, mono_kev=args.mono, bins=args.bins, scatter=args.scatter,
                     noise=args.photons if args.noise else None,
                     output="line_integral" if args.line_integral else "intensity")
-    names, stack = _with_meshes(proj, paths, meshes, cam)
+    names, stack = mass_thickness(cam, proj, meshes, ct_paths=paths)
     out = sim.detector_image(stack[[names.index(m) for m in sim.materials]], cam, seed=args.seed)
     _say(f"simulated ({'mono %g keV' % args.mono if args.mono else spectrum or 'fluoro90'}, scatter "
          f"{'on' if args.scatter else 'off'}, noise {'on' if args.noise else 'off'}) in "
          f"{time.perf_counter() - t:.3f} s")
     if not args.line_integral and args.out.lower().endswith(".png"):
-        out = -np.log(np.maximum(out, 1e-6))  # display: attenuation bright, as on a radiograph
+        from .display import attenuation
+
+        out = attenuation(out)  # display: attenuation bright, as on a radiograph
     return out
 
 

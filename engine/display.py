@@ -82,3 +82,8 @@ def shared_window(images, percentiles: tuple[float, float] = DEFAULT_PERCENTILES
     v = np.concatenate([p.ravel() for p in pooled]) if pooled else np.zeros(0)
     return auto_window(v, percentiles, background=None) if v.size >= 16 else auto_window(
         np.concatenate([np.ravel(im) for im in images]), percentiles, background=None)
+
+
+def attenuation(intensity) -> np.ndarray:
+    """-ln(I/I0) of an intensity image for display (attenuation bright, as on a radiograph); I/I0 floored at 1e-6."""
+    return -np.log(np.maximum(np.asarray(intensity), 1e-6))  # keeps the input's float type

@@ -26,7 +26,7 @@ class Simulation:
     spectrum: Spectrum = field(repr=False)
 
 
-def mass_thickness(camera: Camera, volume=None, meshes=None, densities: dict | None = None):
+def mass_thickness(camera: Camera, volume=None, meshes=None, densities: dict | None = None, *, ct_paths=None):
     """Per-material mass thickness (g/cm^2) of a CT and/or meshes, summed by material name.
 
     Parameters
@@ -35,6 +35,8 @@ def mass_thickness(camera: Camera, volume=None, meshes=None, densities: dict | N
     meshes : MeshProjector, optional (path lengths in mm, times each material's density)
     densities : {material: g/cm^3} for the mesh materials; default the nominal densities of
         :func:`engine.physics.get_material` (e.g. titanium 4.506, cortical bone 1.92).
+    ct_paths : (M, rows, cols) g/cm^2, optional
+        The volume's image at ``camera`` when it is already rendered (e.g. in pieces, with a progress bar).
 
     Returns
     -------
@@ -42,7 +44,8 @@ def mass_thickness(camera: Camera, volume=None, meshes=None, densities: dict | N
     """
     parts = []
     if volume is not None:
-        parts += list(zip(volume.materials, volume(camera).astype(np.float64)))
+        img = volume(camera) if ct_paths is None else np.asarray(ct_paths)
+        parts += list(zip(volume.materials, img.astype(np.float64)))
     if meshes is not None:
         lengths = meshes(camera).astype(np.float64)
         for name, length, scale in zip(meshes.materials, lengths, mesh_scales(meshes.materials, densities)):

@@ -56,12 +56,12 @@ def write_image(folder: Path, index: int, shard: int, sample, out: dict) -> dict
     import tifffile
     from PIL import Image
 
-    from ..display import auto_window
+    from ..display import attenuation, auto_window
 
     stem = f"{index:06d}"
     img = out["image"]
     tifffile.imwrite(folder / f"{stem}_image.tiff", img, photometric="minisblack", software=None)
-    shown = img if out["line_integral"] else -np.log(np.maximum(img, 1e-6))  # the PNG: attenuation bright
+    shown = img if out["line_integral"] else attenuation(img)  # the PNG: attenuation bright
     window = [float(x) for x in auto_window(shown)]
     Image.fromarray(png16(shown, window)).save(folder / f"{stem}_image.png", format="PNG")
     save_npz(folder / f"{stem}_labels.npz", {"masks": out["masks"],

@@ -101,20 +101,22 @@ class SceneRenderer:
 
 def display(image: np.ndarray, state) -> np.ndarray:
     """(rows, cols, 3) float32 RGB in 0..1 of an image: the automatic window of the body's pixels
-    (:func:`engine.display.auto_window` when present, else 1-99.5 percentiles), widened or narrowed about its
+    (:func:`engine.display.auto_window`), widened or narrowed about its
     centre by ``state.window_scale``; bone bright in both output units."""
-    img = np.asarray(image, np.float64)
-    if not state.line_integral:
-        img = -np.log(np.maximum(img, 1e-6))  # attenuation bright, as on a radiograph
-    try:
-        from ..display import auto_window
+    from ..display import attenuation, auto_window
 
-        lo, hi = auto_window(img)
-    except ImportError:  # pragma: no cover - engine.display ships with the engine
-        lo, hi = np.percentile(img, (1.0, 99.5))
+    img = np.asarray(image, np.float64) if state.line_integral else attenuation(np.asarray(image, np.float64))
+    lo, hi = auto_window(img)
     mid, half = (lo + hi) / 2, max(hi - lo, 1e-9) / 2 * state.window_scale
     g = np.clip((img - (mid - half)) / (2 * half), 0, 1).astype(np.float32)
     return np.repeat(g[..., None], 3, axis=2)
+
+
+def resize_nearest(img: np.ndarray, h: int, w: int) -> np.ndarray:
+    """Nearest-neighbour resize of (rows, cols[, channels]) to (h, w[, channels])."""
+    r = np.arange(h) * img.shape[0] // h
+    c = np.arange(w) * img.shape[1] // w
+    return img[r][:, c]
 
 
 def _overview_camera(center, size: int) -> Camera:
