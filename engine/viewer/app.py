@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import backend
-from .render import display, overview
+from .render import display, overview, resize_nearest
 from .state import ViewerState, apply
 
 WINDOW = (1280, 720)  # pixels: X-ray panel 720 x 720 on the left, overview 560 x 560 top right, readout below
@@ -31,9 +31,7 @@ def compose(xray_rgb: np.ndarray, over_rgb: np.ndarray) -> np.ndarray:
     """(720, 1280, 3) float32 frame, top row first: the X-ray scaled to 720 x 720 (nearest) on the left, the
     overview at the top right."""
     frame = np.zeros((WINDOW[1], WINDOW[0], 3), np.float32)
-    n = xray_rgb.shape[0]
-    idx = (np.arange(PANEL) * n // PANEL)
-    frame[:PANEL, :PANEL] = xray_rgb[idx][:, idx]
+    frame[:PANEL, :PANEL] = resize_nearest(xray_rgb, PANEL, PANEL)
     frame[:OVERVIEW, PANEL:PANEL + OVERVIEW] = over_rgb
     return frame
 

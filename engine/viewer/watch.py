@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import backend
+from .render import resize_nearest
 
 SIZE = (1280, 720)
 CURVE_H = 200  # pixels of the loss curve at the bottom
@@ -24,13 +25,6 @@ def _grey(img) -> np.ndarray:
     a = np.asarray(img, np.float64)
     lo, hi = np.percentile(a, (1.0, 99.5))
     return np.clip((a - lo) / max(hi - lo, 1e-12), 0, 1)
-
-
-def _fit(img: np.ndarray, h: int, w: int) -> np.ndarray:
-    """Nearest-neighbour resize of (rows, cols[, 3]) to (h, w[, 3])."""
-    r = np.arange(h) * img.shape[0] // h
-    c = np.arange(w) * img.shape[1] // w
-    return img[r][:, c]
 
 
 class Watcher:
@@ -106,7 +100,7 @@ class Watcher:
         n = len(self.targets)
         side = min((h - CURVE_H), w // n)
         for i, t in enumerate(self.targets):
-            panel = np.repeat(_fit(t, side, side)[..., None], 3, axis=2).astype(np.float32)
+            panel = np.repeat(resize_nearest(t, side, side)[..., None], 3, axis=2).astype(np.float32)
             kind, data = overlay(i)
             rows, cols = t.shape
             if kind == "points":
@@ -116,7 +110,7 @@ class Watcher:
                 ok = (u >= 0) & (u < side) & (v >= 0) & (v < side)
                 panel[v[ok], u[ok]] = (1.0, 0.2, 0.2)
             else:  # an image: its edges (gradient magnitude above its 90th percentile) in red
-                g = _fit(_grey(data), side, side)
+                g = resize_nearest(_grey(data), side, side)
                 mag = np.hypot(*np.gradient(g))
                 panel[mag > np.percentile(mag, 90)] = (1.0, 0.2, 0.2)
             out[:side, i * side:(i + 1) * side] = panel
