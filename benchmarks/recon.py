@@ -30,7 +30,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from _common import median_time  # noqa: E402
 from engine import backend  # noqa: E402
 from engine.mesh import MeshProjector  # noqa: E402
-from engine.recon import Objective, ShapePose, reconstruct  # noqa: E402
+from engine.recon import Objective, ReconConfig, ShapePose, reconstruct  # noqa: E402
 from engine.ssm import load_pelvis_model  # noqa: E402
 from research import experiments as ex  # noqa: E402
 
@@ -58,11 +58,11 @@ def main(argv=None):
             print(f"{'iteration':<22} {views:<7} {size}x{size}: {1000 * t:7.1f} ms", flush=True)
     for size, pix in ((128, 3.2), (256, 1.6)):  # the X-ray loss: two surfaces, shell/core fit, ROI
         cams = ex.cameras("+-30", size, pix)
-        obj = Objective(np.zeros((2, size, size)), cams, model, loss="xray")
+        obj = Objective(np.zeros((2, size, size)), cams, model, ReconConfig(loss="xray"))
         p = ShapePose(model).initial(ex.offset_pose(np.eye(4), model.mean.mean(0), *ex.random_offset(rng)))
         r = obj.render(ShapePose(model).initial(None, c))
-        obj = Objective(r[:, 0] - 0.8 * np.maximum(r[:, 1], 0), cams, model, loss="xray")
-        obj.update_roi(p)
+        obj = Objective(r[:, 0] - 0.8 * np.maximum(r[:, 1], 0), cams, model, ReconConfig(loss="xray"))
+        obj.prepare(p)
         t = median_time(lambda: obj(p), 3 if args.quick else 10)
         rows.append({"what": "iteration, xray loss", "views": "+-30", "detector": f"{size}x{size}", "ms": 1000 * t})
         print(f"{'iteration, xray loss':<22} {'+-30':<7} {size}x{size}: {1000 * t:7.1f} ms", flush=True)

@@ -33,7 +33,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from _common import CHEST_CT  # noqa: E402
 from engine import metrics  # noqa: E402
 from engine.mesh import Mesh, MeshProjector, subdivide  # noqa: E402
-from engine.recon.recipes import xray_settings  # noqa: E402
+from engine.recon import ReconConfig  # noqa: E402
 from engine.ssm import build_pelvis_model, llp26_population, load_pelvis_model  # noqa: E402
 from engine.ssm.quality import leave_one_out_fit  # noqa: E402
 from research import experiments as ex  # noqa: E402
@@ -115,7 +115,7 @@ def tier3b(trials, views, size, rng, kw, max_offset=MAX_OFFSET, quanta=1000.0):
         off = ex.random_offset(rng, *max_offset)
         init = ex.offset_pose(truth_pose, model.mean.mean(0), *off)
         t, _ = ex.run_trial("3b CT phantom+physics", views, f"subject {s}", targets, cams, model, truth, init,
-                            truth_pose=truth_pose, **{**xray_settings(size), **kw})
+                            truth_pose=truth_pose, config=ReconConfig.xray(size), **kw)
         t.init_deg, t.init_mm = ex.offset_size(off)
         out.append(t)
         print(json.dumps(t.row()), flush=True)
@@ -166,7 +166,7 @@ def tier3a(trials, views, size, rng, kw, max_offset=MAX_OFFSET, quanta=250.0, pi
         fit = model if single else vertebra_segment(model, shapes, names, name)
         t, _ = ex.run_trial(tier, views, name, targets, cams, fit, truth, init, truth_pose=truth_pose,
                             part=None if single else name,
-                            **{**xray_settings(size, n_modes=None, search_mm=None), **kw})
+                            config=ReconConfig.xray(size, n_modes=None, search_mm=None), **kw)
         t.init_deg, t.init_mm = ex.offset_size(off)
         out.append(t)
         print(json.dumps(t.row()), flush=True)

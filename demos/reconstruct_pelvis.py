@@ -31,7 +31,7 @@ sys.path.insert(0, str(ROOT))
 from engine import metrics  # noqa: E402
 from engine.imageio import save_image  # noqa: E402
 from engine.mesh import Mesh, MeshProjector, subdivide  # noqa: E402
-from engine.recon import reconstruct, xray_settings  # noqa: E402
+from engine.recon import ReconConfig, reconstruct  # noqa: E402
 from engine.recon.figures import save_error_mesh  # noqa: E402
 from engine.recon.overlay import save_loss_curve  # noqa: E402
 from engine.ssm import build_pelvis_model, llp26_population  # noqa: E402
@@ -43,7 +43,7 @@ def targets_for(kind, subject, shapes, faces, cams, seed=0):
     if kind == "mesh":
         v, f = subdivide(shapes[subject], faces, 1)
         truth = Mesh(vertices=v, faces=f)
-        return MeshProjector(truth, "bone", max_hits=64)(cams)[:, 0].astype(np.float64), truth, {"loss": "mse"}
+        return MeshProjector(truth, "bone", max_hits=64)(cams)[:, 0].astype(np.float64), truth, ReconConfig(loss="mse")
     from engine.phantoms.pelvis_ct import make_pelvis_phantom, pelvis_mesh
     from engine.volume import CT, Volume
 
@@ -52,7 +52,7 @@ def targets_for(kind, subject, shapes, faces, cams, seed=0):
     v, f = pelvis_mesh(2, coarse_vertices=shapes[subject])
     quanta = 1000.0 * (cams[0].pixel_size / 1.6) ** 2  # the benchmark's dose per detector area
     return (ex.xray_targets(vol, cams, quanta=quanta, seed=seed), Mesh(vertices=v, faces=f),
-            xray_settings(cams[0].rows))
+            ReconConfig.xray(cams[0].rows))
 
 
 def main(argv=None):
@@ -80,11 +80,11 @@ def main(argv=None):
     pix = 1.6 * 256 / args.size
     for views in ("AP", args.views):
         cams = ex.cameras(views, args.size, pix)
-        targets, truth, kw = targets_for(args.target, args.subject, shapes, faces, cams, seed=args.seed)
+        targets, truth, config = targets_for(args.target, args.subject, shapes, faces, cams, seed=args.seed)
         tag = views.replace("+-", "pm").replace("+", "_").lower()
         save_image(out / f"target_{tag}.tiff", targets)
         t0 = time.perf_counter()
-        res = reconstruct(targets, cams, model, init=init, progress=True, **kw)
+        res = reconstruct(targets, cams, model, init, config, progress=True)
         dt = time.perf_counter() - t0
         m0 = metrics.surface_metrics(res.initial_mesh, truth)
         m = metrics.surface_metrics(res.mesh, truth)

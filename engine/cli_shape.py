@@ -150,7 +150,7 @@ def cmd_reconstruct(args) -> int:
     from .geometry import Camera
     from .imageio import load_image
     from .mesh.pose import rotation_from_vector
-    from .recon import line_integral, reconstruct
+    from .recon import ReconConfig, line_integral, reconstruct
     from .ssm import ShapeModel
 
     from .mesh.mesh import READABLE
@@ -181,18 +181,17 @@ def cmd_reconstruct(args) -> int:
     centre = np.asarray(args.init_translation) if args.init_translation else central_rays_meet(cams)
     init[:3, 3] = centre - init[:3, :3] @ model.mean.mean(0)
     _say(f"{model}; {len(cams)} view(s); loss {loss}; start at {np.round(centre, 1)} mm")
-    kw = {"loss": loss, "n_modes": args.modes}
-    if loss == "xray":  # the tier-3 settings (engine.recon.recipes.xray_settings)
-        from .recon.recipes import xray_settings
-
-        kw = xray_settings(min(cams[0].rows, cams[0].cols), n_modes=args.modes, scale=args.scale,
-                           free_iterations=args.free)
+    if loss == "xray":  # the recipe for X-ray targets
+        config = ReconConfig.xray(min(cams[0].rows, cams[0].cols), n_modes=args.modes, scale=args.scale,
+                                  free_iterations=args.free)
+    else:
+        config = ReconConfig(loss=loss, n_modes=args.modes, scale=args.scale, free_iterations=args.free)
+    callback = None
     if args.view:
         from .viewer.watch import Watcher
 
-        kw["callback"] = Watcher(imgs, cams)
-    res = reconstruct(np.stack(imgs), cams, model, init=init, scale=args.scale, free_iterations=args.free,
-                      progress=not args.quiet, **kw)
+        callback = Watcher(imgs, cams)
+    res = reconstruct(np.stack(imgs), cams, model, init, config, progress=not args.quiet, callback=callback)
     save_or_rescue(args.out, res.save_mesh, what="reconstructed mesh")
     print(f"{res.iterations} iterations in {res.time_s:.1f} s, final loss {res.final_loss:.5f} -> {args.out}")
     if args.result:

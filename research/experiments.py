@@ -1,7 +1,7 @@
 """The reconstruction experiments of the evaluation (tiers 1-3), shared by the benchmarks, the demo and the tests.
 
 Research code: it uses the library (``engine``), which never imports it.  The settings of the X-ray tiers are
-the library's own recipe, :func:`engine.recon.recipes.xray_settings`.
+the library's own recipe, :meth:`engine.recon.ReconConfig.xray`.
 
 - Tier 1, self-consistency: target = the mesh renderer's image of a model instance
   (known coefficients and pose); the model is the one that made it.
@@ -31,7 +31,7 @@ from engine import metrics
 from engine.geometry.carm import carm
 from engine.mesh.mesh import Mesh
 from engine.mesh.pose import rotation_from_vector
-from engine.recon import reconstruct
+from engine.recon import ReconConfig, reconstruct
 from engine.ssm.procrustes import align
 from engine.ssm.segment import part_mesh
 from engine.volume import Volume, VolumeProjector
@@ -106,18 +106,17 @@ def xray_targets(volume, cams, *, quanta: float | None = 1000.0, seed: int = 0, 
         raise ValueError(f"aec_field is a fraction of the detector side in (0, 1], got {aec_field}")
 
     proj = VolumeProjector(volume) if isinstance(volume, Volume) else volume  # uploaded once for all calls
+    config = engine.XrayConfig(spectrum=spectrum, scatter=scatter, output="line_integral")
+    if quanta is None:
+        return engine.simulate(proj, cams, config=config)
     out = []
-    for k, cam in enumerate(cams):
-        if quanta is None:
-            out.append(engine.simulate(proj, cam, spectrum=spectrum, scatter=scatter, output="line_integral"))
-            continue
-        clean = engine.simulate(proj, cam, spectrum=spectrum, scatter=scatter)
+    for k, cam in enumerate(cams):  # each view its own dose
+        clean = engine.simulate(proj, cam, config=config.replace(output="intensity"))[0]
         r, c = clean.shape
         hr, hc = max(int(round(r * aec_field / 2)), 1), max(int(round(c * aec_field / 2)), 1)
         median = float(np.median(clean[r // 2 - hr:r // 2 + hr, c // 2 - hc:c // 2 + hc]))
         photons = float(quanta) / max(median, 1e-12)
-        out.append(engine.simulate(proj, cam, spectrum=spectrum, scatter=scatter, noise=photons, seed=seed + k,
-                                   output="line_integral"))
+        out.append(engine.simulate(proj, cam, config=config.replace(noise=photons), seed=seed + k)[0])
     return np.stack(out)
 
 
@@ -144,12 +143,13 @@ class Trial:
 
 
 def run_trial(tier, views, case, targets, cams, model, truth: Mesh, init, *, truth_pose=None, part=None,
-              **kw) -> tuple:
+              config: ReconConfig | None = None, **changes) -> tuple:
     """Reconstruct and measure; returns (Trial, ReconResult).  ``part``: for a segment model
     (:mod:`engine.ssm.segment`), the part compared with the truth (the others are nuisance bones); the pose
-    errors are then those of that part's centre, in the segment's frame (the reference part's)."""
+    errors are then those of that part's centre, in the segment's frame (the reference part's).  ``config``
+    (default ``ReconConfig()``) with ``changes`` to its fields."""
     t0 = time.perf_counter()
-    res = reconstruct(targets, cams, model, init=init, **kw)
+    res = reconstruct(targets, cams, model, init, (config or ReconConfig()).replace(**changes))
     elapsed = time.perf_counter() - t0
     result, start, mean = res.mesh, res.initial_mesh, model.mean
     if part is not None:

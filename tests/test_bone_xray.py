@@ -6,8 +6,8 @@ import pytest
 import engine
 from engine.mesh import icosphere, vertex_normals
 from engine.mesh.pose import rotation_from_vector
-from engine.recon import Objective
-from engine.recon.bone_xray import BoneXrayNCC, offset_surface, offset_surface_vjp
+from engine.mesh import offset_surface, offset_surface_vjp
+from engine.recon import BoneXrayNCC, Objective, ReconConfig, ShellCore
 from engine.ssm import load_pelvis_model
 from fd import fd_check, fd_check_params
 
@@ -25,13 +25,32 @@ def _blobs(rng, n=2, rows=40, cols=44):
     return r
 
 
+def _images(r):
+    """The shell/core appearance's images of outer/inner renders."""
+    return ShellCore().forward(r)[0]
+
+
+def test_shell_core_images_and_their_adjoint():
+    """S = L_out - max(L_in, 0), C = max(L_in, 0); the adjoint against central differences (away from the
+    clamp's kink)."""
+    rng = np.random.default_rng(8)
+    r = _blobs(rng)
+    r[:, 1] += np.where(np.abs(r[:, 1]) < 1e-3, 0.01, 0.0)
+    images, state = ShellCore().forward(r)
+    core = np.maximum(r[:, 1], 0)
+    assert np.array_equal(images[:, 1], core) and np.allclose(images[:, 0], r[:, 0] - core)
+    w = rng.standard_normal(images.shape)
+    g = ShellCore().vjp(state, w)
+    fd_check(lambda x: float((w * ShellCore().forward(x)[0]).sum()), g, r, rng, h=1e-7, rtol=1e-6)
+
+
 def test_a_target_that_is_a_mix_of_shell_and_core_plus_an_offset_is_matched_exactly():
     rng = np.random.default_rng(0)
     r = _blobs(rng)
     core = np.maximum(r[:, 1], 0)
     target = 3.0 * (r[:, 0] - core) + 0.4 * core + 11.0  # the band-pass removes the offset exactly
     loss = BoneXrayNCC(sigma_px=6.0, window_px=None)  # the global NCC: exactly 1 at a match
-    val, _ = loss(r, target)
+    val, _ = loss(_images(r), target)
     assert val == pytest.approx(0.0, abs=1e-10)
     assert np.allclose(loss.coefficients / loss.coefficients[:, :1], [1.0, 0.4 / 3.0])
     # the uniform path length (what the other losses compare) does not match it
@@ -44,7 +63,7 @@ def test_coefficients_stay_non_negative():
     r = _blobs(rng)
     core = np.maximum(r[:, 1], 0)
     loss = BoneXrayNCC(sigma_px=6.0, window_px=None)
-    loss(r, 2.0 * (r[:, 0] - core) - 1.5 * core)  # a negative core weight is not physical: clipped to 0
+    loss(_images(r), 2.0 * (r[:, 0] - core) - 1.5 * core)  # a negative core weight is not physical: clipped to 0
     assert np.all(loss.coefficients >= 0) and np.all(loss.coefficients[:, 1] == 0)
 
 
@@ -52,20 +71,23 @@ def test_coefficients_stay_non_negative():
 @pytest.mark.parametrize("roi", [False, True])
 def test_loss_gradient(roi, window_px):
     """Global NCC: exact by the envelope theorem; local NCC (``window_px``): exact for the mix and floors held
-    since set_roi."""
+    since set_roi.  End to end from the outer/inner renders, through the shell/core appearance."""
     rng = np.random.default_rng(2 if window_px is None else 6)
     r = _blobs(rng)
     core = np.maximum(r[:, 1], 0)
     target = 2.0 * (r[:, 0] - core) + 0.5 * core + rng.normal(0, 2.0, core.shape)
     loss = BoneXrayNCC(sigma_px=5.0, roi_margin_px=4.0, window_px=window_px)
     if roi:
-        loss.set_roi(np.maximum(r - 8.0, 0))  # a region smaller than the image
+        loss.set_roi(_images(np.maximum(r - 8.0, 0)))  # a region smaller than the image
         assert 0 < loss.roi.mean() < 0.9
-    val, g = loss(r, target)
+    images, state = loss.appearance.forward(r)
+    val, l_state = loss.forward(images, target)
+    g = loss.appearance.vjp(state, loss.vjp(l_state))
+    assert np.array_equal(loss.vjp(l_state), loss(images, target)[1])  # forward/vjp = __call__
     held = loss.coefficients.copy()
     if window_px is None:
         assert np.all(held > 0)  # an interior optimum: the envelope gradient is exact
-    fd_check(lambda x: loss(x, target)[0], g, r, rng, h=1e-6, rtol=1e-5)
+    fd_check(lambda x: loss(_images(x), target)[0], g, r, rng, h=1e-6, rtol=1e-5)
     if window_px is not None:
         assert np.array_equal(loss.coefficients, held)  # held: the finite differences saw the same mix
 
@@ -79,7 +101,8 @@ def test_local_loss_tolerates_a_gain_that_varies_across_the_image():
     core = np.maximum(r[:, 1], 0)
     bone = 2.0 * (r[:, 0] - core) + 0.5 * core
     gain = np.linspace(0.5, 2.0, 64)[None, None, :] * np.ones_like(bone)
-    roi = BoneXrayNCC(roi_margin_px=3.0).set_roi(np.maximum(r - 2.0, 0))
+    roi = BoneXrayNCC(roi_margin_px=3.0).set_roi(_images(np.maximum(r - 2.0, 0)))
+    r = _images(r)
     local, whole = BoneXrayNCC(sigma_px=6.0, window_px=4.0), BoneXrayNCC(sigma_px=6.0, window_px=None)
     local.roi = whole.roi = roi
     assert whole(r, bone)[0] == pytest.approx(0.0, abs=1e-10)
@@ -106,15 +129,14 @@ def test_objective_with_two_surfaces_gradient_end_to_end():
     """d(xray loss + prior)/d(coefficients, pose) through both surfaces and the normals, against central FD."""
     model = load_pelvis_model()
     cams = [engine.carm(primary=a, sid=700, sdd=1000, rows=48, cols=48, pixel_size=7.0) for a in (0, 90)]
-    obj = Objective(np.zeros((2, 48, 48)), cams, model, loss="xray", precision=64, soft_sigma_px=1.0,
-                    prior_weight=0.01)
+    obj = Objective(np.zeros((2, 48, 48)), cams, model, ReconConfig(loss="xray", precision=64, soft_sigma_px=1.0, prior_weight=0.01))
     sp = obj.shape_pose
     truth = sp.initial(None, [1.0, -0.5, 0.3])
     rendered = obj.render(truth)
     assert rendered.shape == (2, 2, 48, 48) and np.all(rendered[:, 1].max((1, 2)) > 0)
     core = np.maximum(rendered[:, 1], 0)
     target = 2.0 * (rendered[:, 0] - core) + 0.3 * core
-    obj = Objective(target, cams, model, loss="xray", precision=64, soft_sigma_px=1.0, prior_weight=0.01)
+    obj = Objective(target, cams, model, ReconConfig(loss="xray", precision=64, soft_sigma_px=1.0, prior_weight=0.01))
     t = np.eye(4)
     t[:3, :3] = rotation_from_vector(np.deg2rad([3.0, -4.0, 2.0]))
     t[:3, 3] = [3.0, -2.0, 4.0]
@@ -136,7 +158,7 @@ def test_tier3_small_no_inverse_crime():
     criterion (8 mm)."""
     from engine import metrics
     from engine.phantoms.pelvis_ct import make_pelvis_phantom, pelvis_mesh
-    from engine.recon import reconstruct, xray_settings
+    from engine.recon import reconstruct
     from engine.ssm import build_pelvis_model, llp26_population
     from engine.volume import CT, Volume
     from research import experiments as ex
@@ -154,7 +176,7 @@ def test_tier3_small_no_inverse_crime():
     init = ex.offset_pose(ex.true_pose(coarse.mean, shapes[s]), model.mean.mean(0),
                           np.deg2rad(6.0) * np.array([0.6, -0.48, 0.64]),
                           np.array([8.0, -6.0, 6.0]))
-    res = reconstruct(targets, cams, model, init=init, **xray_settings(192))
+    res = reconstruct(targets, cams, model, init, ReconConfig.xray(192))
     m = metrics.surface_metrics(res.mesh, truth, n=4000)
     m0 = metrics.surface_metrics(res.initial_mesh, truth, n=4000)
     assert m["assd"] < 0.6 * m0["assd"], (m, m0)
@@ -163,7 +185,7 @@ def test_tier3_small_no_inverse_crime():
 
 def test_translation_search_finds_a_start_on_its_grid(small_problem_xray):
     """A target of a known pose; a start 8 mm off along x and -8 mm along z is put back by the grid search."""
-    from engine.recon.reconstruct import translation_search
+    from engine.recon import translation_search
 
     obj, truth = small_problem_xray
     start = truth.copy()
@@ -181,12 +203,11 @@ def test_translation_search_finds_a_start_on_its_grid(small_problem_xray):
 def small_problem_xray():
     model = load_pelvis_model()
     cams = [engine.carm(primary=a, sid=700, sdd=1000, rows=48, cols=48, pixel_size=7.0) for a in (-30, 30)]
-    obj = Objective(np.zeros((2, 48, 48)), cams, model, loss="xray", soft_sigma_px=1.0)
+    obj = Objective(np.zeros((2, 48, 48)), cams, model, ReconConfig(loss="xray", soft_sigma_px=1.0))
     truth = obj.shape_pose.initial(None, [0.5, -0.5])
     rendered = obj.render(truth)
     core = np.maximum(rendered[:, 1], 0)
-    return Objective(2.0 * (rendered[:, 0] - core) + 0.3 * core, cams, model, loss="xray", soft_sigma_px=1.0,
-                     shape_pose=obj.shape_pose), truth
+    return Objective(2.0 * (rendered[:, 0] - core) + 0.3 * core, cams, model, ReconConfig(loss="xray", soft_sigma_px=1.0), shape_pose=obj.shape_pose), truth
 
 
 def test_pose_first_schedule():
@@ -203,8 +224,11 @@ def test_bad_input_is_named():
     r = _blobs(rng)
     with pytest.raises(ValueError, match="shell_mm must be positive"):
         BoneXrayNCC(shell_mm=0.0)
-    with pytest.raises(ValueError, match="outer/inner path lengths"):
+    with pytest.raises(ValueError, match="shell and core images"):
         BoneXrayNCC()(r[:, 0], r[:, 0])  # a one-channel render
+    with pytest.raises(ValueError, match="outer/inner path lengths"):
+        ShellCore().forward(r[:, 0])
+    r = _images(r)
     loss = BoneXrayNCC()
     loss.set_roi(r)
     with pytest.raises(ValueError, match="region of interest"):
@@ -232,7 +256,7 @@ def test_xray_targets_expose_for_the_aec_field():
     hu[inside[:, None, :].repeat(n, 1)] = 0.0
     proj = VolumeProjector(Volume.from_ct(CT(hu=hu, world_from_index=aff)))
     cam = carm(sid=700.0, sdd=1000.0, rows=64, cols=64, pixel_size=1.6)
-    clean = engine.simulate(proj, cam, spectrum="fluoro90", scatter=False, output="line_integral")
+    clean = engine.simulate(proj, cam, config=engine.XrayConfig(spectrum="fluoro90", output="line_integral"))[0]
     assert clean[32, 32] > 2.0 and clean[32, 5] < 0.01  # behind the column / open beam
     centre = (slice(26, 38), slice(26, 38))
     quanta, std = 400.0, {}

@@ -5,7 +5,8 @@ import pytest
 
 import engine
 from engine.mesh.pose import rotation_from_vector
-from engine.recon import BandpassNCC, GradientNCC, MSE, NCC, Objective, ShapePose, Silhouette, line_integral, reconstruct
+from engine.recon import (MSE, NCC, BandpassNCC, GradientNCC, Objective, ReconConfig, ShapePose, Silhouette, line_integral,
+                          reconstruct)
 from engine.ssm import load_pelvis_model
 from fd import fd_check, fd_check_params
 from research.experiments import rotation_angle_deg
@@ -63,7 +64,7 @@ def small_problem():
     cams = [engine.carm(primary=a, sid=700, sdd=1000, rows=48, cols=48, pixel_size=7.0) for a in (0, 90)]
     sp = ShapePose(model)
     truth = sp.initial(None, [1.0, -0.5, 0.3])
-    obj = Objective(np.zeros((2, 48, 48)), cams, model, precision=64, soft_sigma_px=0.0)
+    obj = Objective(np.zeros((2, 48, 48)), cams, model, ReconConfig(precision=64, soft_sigma_px=0.0))
     target = obj.render(truth)
     return model, cams, target
 
@@ -72,7 +73,7 @@ def small_problem():
 def test_objective_gradient_end_to_end(small_problem, loss):
     """d(loss + prior)/d(coefficients, pose, scale, free vertices) through the renderer, against central FD."""
     model, cams, target = small_problem
-    obj = Objective(target, cams, model, loss=loss, precision=64, soft_sigma_px=1.0, prior_weight=0.01)
+    obj = Objective(target, cams, model, ReconConfig(loss=loss, precision=64, soft_sigma_px=1.0, prior_weight=0.01))
     sp = obj.shape_pose
     t = np.eye(4)
     t[:3, :3] = rotation_from_vector(np.deg2rad([3.0, -4.0, 2.0]))
@@ -102,7 +103,7 @@ def test_self_consistency_small(small_problem):
     init = np.eye(4)
     init[:3, :3] = rotation_from_vector(np.deg2rad([6.0, -5.0, 5.0]))  # ~9.3 degrees
     init[:3, 3] = truth_pose[:3, 3] + [12.0, -10.0, 12.0]  # ~20 mm
-    res = reconstruct(target, cams, model, init=init, n_modes=10)
+    res = reconstruct(target, cams, model, init, ReconConfig(n_modes=10))
     d = res.world_from_model @ np.linalg.inv(truth_pose)
     angle = rotation_angle_deg(res.world_from_model, truth_pose)
     m = metrics.surface_metrics(res.mesh, truth, n=4000)
@@ -122,8 +123,69 @@ def test_one_view_keeps_depth(small_problem):
     sched = [Stage(1, 15, ("shape", "rotation", "translation"), 2.0)]
     c0 = model.mean.mean(0)
     for fix, same in ((None, True), (False, False)):
-        res = reconstruct(target[:1], cams[:1], model, init=init, schedule=sched, patience=100, fix_depth=fix)
+        res = reconstruct(target[:1], cams[:1], model, init, ReconConfig(schedule=sched, patience=100, fix_depth=fix))
         moved = res.world_from_model[:3, :3] @ c0 + res.world_from_model[:3, 3] - (c0 + init[:3, 3])
         along = abs(float(cams[0].principal_axis @ moved))
         assert (along < 1e-9) == same, along
         assert np.linalg.norm(moved) > 0.5  # it did move, across the ray
+
+
+def test_recon_config_is_frozen_validated_and_names_the_field():
+    import dataclasses
+
+    from engine.recon import DEFAULT_LR, Stage
+
+    cfg = ReconConfig(lr={"shape": 0.2})
+    assert cfg.learning_rates == {**DEFAULT_LR, "shape": 0.2}
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        cfg.prior_weight = 1.0
+    assert cfg.replace(prior_weight=0.5).prior_weight == 0.5 and cfg.prior_weight == 1e-3
+    assert hash(cfg) == hash(ReconConfig(lr={"shape": 0.2}))
+    for kw, match in [({"loss": "huber"}, "unknown loss 'huber'"), ({"loss": 3}, "ReconConfig.loss"),
+                      ({"lr": {"shapes": 1.0}}, "unknown groups"), ({"lr": {"shape": -1.0}}, "positive"),
+                      ({"prior_weight": float("nan")}, "prior_weight"), ({"patience": 0}, "patience"),
+                      ({"n_modes": 0}, "n_modes"), ({"search_mm": (16.0, 0.0)}, "search_mm"),
+                      ({"precision": 16}, "precision"), ({"schedule": [1, 2]}, "schedule")]:
+        with pytest.raises((ValueError, TypeError), match=match):
+            ReconConfig(**kw)
+    with pytest.raises(ValueError, match="Stage.groups"):
+        Stage(1, 10, ("shape", "pose"))
+    xr = ReconConfig.xray(128)
+    assert xr.loss == "xray" and xr.prior_weight == 1e-2 and xr.search_mm == (16.0, 8.0)
+    assert xr.stages(128) == xr.schedule and ReconConfig().stages(256)[0].factor == 4
+
+
+def test_reconstruct_takes_a_config_and_no_loose_settings(small_problem):
+    import inspect
+
+    params = inspect.signature(reconstruct).parameters
+    assert len([p for p in params if p != "config"]) <= 6
+    model, cams, target = small_problem
+    with pytest.raises(TypeError, match="ReconConfig"):
+        reconstruct(target, cams, model, None, {"loss": "mse"})
+
+
+def test_a_function_is_a_loss_and_a_loss_object_in_a_config_is_not_mutated(small_problem):
+    """get_loss adopts a function (value, gradient) and a Loss; the objective works on a copy of a Loss object
+    (its region of interest is the objective's), and forward/vjp agree with __call__."""
+    from engine.recon import FunctionLoss, Loss, get_loss
+
+    model, cams, target = small_problem
+
+    def half_mse(images, tgt):
+        d = images - tgt
+        return 0.5 * float((d ** 2).sum()), d
+
+    loss = get_loss(half_mse)
+    assert isinstance(loss, FunctionLoss) and loss.name == "half_mse" and isinstance(loss, Loss)
+    with pytest.raises(TypeError, match="a loss is a name"):
+        get_loss(3)
+    obj = Objective(target, cams, model, ReconConfig(loss=half_mse, precision=64, soft_sigma_px=0.0))
+    p = obj.shape_pose.initial(None, [0.3])
+    val, grads = obj(p)
+    assert val == pytest.approx(0.5 * float(((obj.render(p) - target) ** 2).sum()) + obj._prior(p))
+    rng = np.random.default_rng(9)
+    fd_check_params(obj, p, grads, rng, (("shape", 1e-6), ("translation", 1e-6)))
+    ncc = NCC()
+    v, state = ncc.forward(target, target[::-1])
+    assert v == ncc(target, target[::-1])[0] and np.array_equal(ncc.vjp(state, 2.0), 2 * ncc(target, target[::-1])[1])

@@ -5,7 +5,7 @@ import pytest
 
 import engine
 from engine.mesh.pose import rotation_from_vector
-from engine.recon import Objective
+from engine.recon import Objective, ReconConfig
 from engine.ssm import ShapeModel, align, load_pelvis_model
 from engine.ssm.segment import consecutive_placement, part_mesh, placement_trend, segment_model
 from engine.ssm.vertebrae import vertebra_segment
@@ -190,11 +190,11 @@ def test_objective_gradient_through_segment(two_bones):
     """d(X-ray loss + prior)/d(shape and placement coefficients, pose) of a two-part segment, end to end."""
     model, place, seg = two_bones
     cams = [engine.carm(primary=a, sid=700, sdd=1000, rows=40, cols=40, pixel_size=9.0) for a in (0, 90)]
-    probe = Objective(np.zeros((2, 40, 40)), cams, seg, loss="xray", precision=64, soft_sigma_px=0.0)
+    probe = Objective(np.zeros((2, 40, 40)), cams, seg, ReconConfig(loss="xray", precision=64, soft_sigma_px=0.0))
     q = probe.shape_pose.initial(None, np.r_[0.8, -0.3, 0.2, -0.5, 0.4, 0.1, 1.0, -0.5, 0.5, 0.7, -0.4, 0.3])
     r = probe.render(q)
     target = 1.0 * (r[:, 0] - np.maximum(r[:, 1], 0)) + 0.3 * np.maximum(r[:, 1], 0)
-    obj = Objective(target, cams, seg, loss="xray", precision=64, soft_sigma_px=1.0, prior_weight=0.01)
+    obj = Objective(target, cams, seg, ReconConfig(loss="xray", precision=64, soft_sigma_px=1.0, prior_weight=0.01))
     p = obj.shape_pose.initial(_rigid([2.0, -3.0, 1.0], [2.0, -1.0, 3.0]))
     obj.update_roi(p)
     val, grads = obj(p)

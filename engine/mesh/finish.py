@@ -14,6 +14,7 @@ adjoint; the block mean's adjoint gives each sub-pixel its pixel's gradient divi
 import functools
 
 import numpy as np
+from scipy import ndimage
 
 from .. import backend
 
@@ -24,6 +25,16 @@ def gaussian_taps(sigma_px: float) -> np.ndarray:
     x = np.arange(-radius, radius + 1, dtype=np.float64)
     w = np.exp(-0.5 * (x / sigma_px) ** 2)
     return w / w.sum()
+
+
+def soft_blur(images, sigma_px: float) -> np.ndarray:
+    """The soft-edge blur on the host: the Gaussian of ``sigma_px`` pixels over the last two axes (zero padding,
+    ``truncate=4.0``), the operator the device applies (targets get it to match a soft render); float64;
+    ``sigma_px = 0``: the images as they are."""
+    a = np.asarray(images, np.float64)
+    if not sigma_px > 0:
+        return a
+    return ndimage.gaussian_filter(a, (0.0,) * (a.ndim - 2) + (float(sigma_px),) * 2, mode="constant", truncate=4.0)
 
 
 @functools.cache

@@ -16,7 +16,7 @@ LEGEND_ROWS = 18  # pixel rows of each line of the legend strip under the views
 def silhouettes(mesh, cameras) -> list:
     """Boolean (rows, cols) per camera: pixels whose ray passes through the mesh (one BVH for all views)."""
     proj = MeshProjector(mesh, "bone", max_hits=128)
-    return [proj(cam)[0] > 0 for cam in cameras]
+    return [proj(cam)[0, 0] > 0 for cam in cameras]
 
 
 def _grey(image) -> np.ndarray:

@@ -24,6 +24,7 @@ from scipy.sparse.linalg import splu
 
 from ..mesh import Mesh
 from ..mesh.mesh import face_normals, vertex_normals
+from ..mesh.topology import edges
 from ..metrics import point_to_surface  # noqa: F401  (re-exported: checks of fits use it from here)
 from .procrustes import Similarity, align
 
@@ -182,11 +183,6 @@ def rigid_icp(source_points, target_mesh_or_points, *, scale: bool = False, init
     return best.matrix, rms
 
 
-def _edges(faces) -> np.ndarray:
-    e = np.sort(np.concatenate([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]]), axis=1)
-    return np.unique(e, axis=0)
-
-
 def nonrigid_register(template: Mesh, target: Mesh, *, stiffness=(50.0, 20.0, 5.0, 2.0, 0.8, 0.5, 0.35, 0.2),
                       gamma: float = 1.0, max_iter: int = 20, tol: float = 3e-3, max_dist: float | None = None,
                       max_angle: float = 60.0, symmetric: float = 1.0, untangle: int = 30) -> np.ndarray:
@@ -247,7 +243,7 @@ def nonrigid_register(template: Mesh, target: Mesh, *, stiffness=(50.0, 20.0, 5.
     n = len(vn)
     cols = np.arange(4 * n)
     d = sp.csr_matrix((np.column_stack([vn, np.ones(n)]).ravel(), (cols // 4, cols)), shape=(n, 4 * n))
-    e = _edges(faces)
+    e = edges(faces)
     g = np.array([1.0, 1.0, 1.0, gamma])
     rows = np.arange(4 * len(e))
     mg = sp.csr_matrix((np.concatenate([np.tile(g, len(e)), -np.tile(g, len(e))]),
@@ -287,7 +283,7 @@ def nonrigid_register(template: Mesh, target: Mesh, *, stiffness=(50.0, 20.0, 5.
 def _untangle(v, faces, target: _Closest, iterations: int) -> np.ndarray:
     """Unfold triangles facing against the target: their vertices to their neighbours' mean, then onto the target."""
     v = v.copy()
-    e = _edges(faces)
+    e = edges(faces)
     adj = sp.csr_matrix((np.ones(2 * len(e)), (np.r_[e[:, 0], e[:, 1]], np.r_[e[:, 1], e[:, 0]])), shape=(len(v),) * 2)
     deg = np.asarray(adj.sum(1)).ravel()[:, None]
     for _ in range(iterations):

@@ -8,16 +8,11 @@ renderer's uniform path length through the model shows the opposite (bright in t
 thick middle), and its band-passed image correlates poorly with the X-ray even at
 the true shape and pose.
 
-So the model is rendered twice in one launch (:class:`engine.mesh.MeshProjector`
-with two meshes): the outer surface ``x`` and an inner surface offset inward by a
-cortical thickness ``t`` along the vertex normals, ``x - t n(x)``.  With ``L_out``
-and ``L_in`` the path lengths (mm) through them, the shell and core images are
-
-``S = L_out - max(L_in, 0)``,  ``C = max(L_in, 0)``
-
-(where the bone is thinner than ``2 t`` the inner surface turns inside out and
-``L_in`` can go negative: there is no core there, the clamp says so).  The
-excess attenuation of bone over the soft tissue it displaces is ``a S + b C`` with
+So the model's appearance is a cortical shell around a core
+(:class:`engine.recon.appearance.ShellCore`: the outer surface and an inner one offset
+inward by the cortical thickness ``t`` are rendered in one launch, and give the shell
+image ``S`` and the core image ``C``); this loss is the similarity on those two images,
+``(n, 2, rows, cols)``.  The excess attenuation of bone over the soft tissue it displaces is ``a S + b C`` with
 unknown ``a, b >= 0`` (densities, spectrum, calibration all unknown), so the loss
 takes the best non-negative mix (variable projection: a 2 x 2 non-negative least
 squares per view, weighted like the NCC):
@@ -57,47 +52,20 @@ the gradient (by hand, through the windows' adjoints) is exact for the loss bein
 descended.  ``window_px=None``: the single global NCC.
 
 The inner surface's gradient flows back through the vertex normals exactly
-(:func:`offset_surface_vjp`).
+(:func:`engine.mesh.offset_surface_vjp`, in the appearance's adjoint).
 """
 from __future__ import annotations
 
 import numpy as np
 from scipy import ndimage
 
-from ..mesh.mesh import vertex_normal_sums, vertex_normals
-from .losses import _EPS, NCC, _views
+from ..appearance import CORTEX_MM, ShellCore
+from .base import EPS as _EPS
+from .base import views
+from .filters import Window, bandpass
+from .similarity import NCC
 
-CORTEX_MM = 1.0  # default cortical thickness: pelvic cortex is about 0.5-2 mm thick
 LOCAL_WINDOW_PX = 6.0  # default local-NCC window (Gaussian sigma, full-resolution pixels; 4-10 did alike on 3b)
-
-
-def offset_surface(vertices, faces, distance: float) -> np.ndarray:
-    """(V, 3) vertices moved by ``-distance`` mm along their unit normals (inward for an outward mesh)."""
-    return np.asarray(vertices, np.float64) - float(distance) * vertex_normals(vertices, faces)
-
-
-def offset_surface_vjp(vertices, faces, distance: float, grad_offset) -> np.ndarray:
-    """d(loss)/d(vertices) (V, 3) of :func:`offset_surface` for d(loss)/d(offset vertices), exactly.
-
-    ``n_v = m_v / |m_v|`` with ``m_v`` the sum of the adjacent faces' ``(b - a) x (c - a)``.
-    """
-    v = np.asarray(vertices, np.float64)
-    f = np.asarray(faces)
-    g = np.asarray(grad_offset, np.float64)
-    m = vertex_normal_sums(v, f)
-    norm = np.maximum(np.linalg.norm(m, axis=1, keepdims=True), 1e-300)
-    n = m / norm
-    g_n = -float(distance) * g
-    g_m = (g_n - n * (n * g_n).sum(1, keepdims=True)) / norm
-    g_fn = g_m[f[:, 0]] + g_m[f[:, 1]] + g_m[f[:, 2]]
-    t = v[f]
-    e1, e2 = t[:, 1] - t[:, 0], t[:, 2] - t[:, 0]
-    g_b, g_c = np.cross(e2, g_fn), np.cross(g_fn, e1)  # d/de1 (e1 x e2) . g = e2 x g; d/de2 = g x e1
-    out = g.copy()
-    np.add.at(out, f[:, 1], g_b)
-    np.add.at(out, f[:, 2], g_c)
-    np.add.at(out, f[:, 0], -(g_b + g_c))
-    return out
 
 
 def _nonnegative_mix(gram: np.ndarray, rhs: np.ndarray) -> np.ndarray:
@@ -120,12 +88,14 @@ def _nonnegative_mix(gram: np.ndarray, rhs: np.ndarray) -> np.ndarray:
 class BoneXrayNCC(NCC):
     """Band-pass NCC of the target against the best non-negative mix of shell and core images (module doc).
 
+    Its images are :class:`engine.recon.appearance.ShellCore`'s ``(n, 2, rows, cols)`` shell and core (mm).
+
     Parameters
     ----------
     sigma_px : float
         Width of the band-pass' Gaussian, pixels of the full-resolution detector.
     shell_mm : float
-        Cortical thickness ``t`` (mm) of the inner offset surface.
+        Cortical thickness ``t`` (mm) of the inner offset surface (the appearance's).
     roi_margin_px : float
         Margin of the region of interest around the projected model, full-resolution pixels.
     window_px : float or None
@@ -134,29 +104,35 @@ class BoneXrayNCC(NCC):
     """
 
     name = "xray"
-    channels = 2
 
     def __init__(self, sigma_px: float = 16.0, shell_mm: float = CORTEX_MM, roi_margin_px: float = 8.0,
                  window_px: float | None = LOCAL_WINDOW_PX):
         super().__init__(None)
-        if not shell_mm > 0:
-            raise ValueError(f"shell_mm must be positive, got {shell_mm}")
+        self.appearance = ShellCore(shell_mm)
         if window_px is not None and not window_px > 0:
             raise ValueError(f"window_px must be positive (or None: one global NCC), got {window_px}")
-        self.sigma_px, self.shell_mm, self.roi_margin_px = float(sigma_px), float(shell_mm), float(roi_margin_px)
+        self.sigma_px, self.roi_margin_px = float(sigma_px), float(roi_margin_px)
+        self.shell_mm = self.appearance.shell_mm
         self.window_px = None if window_px is None else float(window_px)
         self.roi = None
         self.coefficients = None  # (n, 2) shell and core weights of the last call
         self._held = None  # local NCC: (mix (n, 2), variance floors (n, 2)) held from set_roi to set_roi
+        self._prepared = None  # (key of the targets, H, H^T, band-passed targets)
+        self._window = None
 
     def at_level(self, factor: int) -> "BoneXrayNCC":
         return BoneXrayNCC(self.sigma_px / factor, self.shell_mm, self.roi_margin_px / factor,
                            None if self.window_px is None else self.window_px / factor)
 
-    def set_roi(self, rendered) -> np.ndarray:
-        """Region of interest (n, rows, cols) in [0, 1] from a render (n, 2, rows, cols): the outer
-        silhouette, dilated by the margin, softened by a Gaussian of a quarter of it."""
-        outer = np.asarray(rendered, np.float64)[:, 0]
+    def prepare(self, images) -> None:
+        """The region of interest around these shell and core images (:meth:`set_roi`)."""
+        self.set_roi(images)
+
+    def set_roi(self, images) -> np.ndarray:
+        """Region of interest (n, rows, cols) in [0, 1] from shell and core images (n, 2, rows, cols): the
+        model's silhouette (where ``S + C``, the outer path length, is positive), dilated by the margin,
+        softened by a Gaussian of a quarter of it."""
+        outer = np.asarray(images, np.float64).sum(axis=1)
         roi = np.empty_like(outer)
         for i, o in enumerate(outer):
             inside = o > 0
@@ -168,20 +144,15 @@ class BoneXrayNCC(NCC):
         self._held = None  # the local NCC's mix is chosen again at the next call
         return roi
 
-    def _filters(self, shape):
-        blur = (lambda x: ndimage.gaussian_filter(x, self.sigma_px, mode="constant", truncate=3.0))
-        norm = blur(np.ones(shape))
-        return (lambda x: x - blur(x) / norm), (lambda y: y - blur(y / norm))
-
-    def __call__(self, rendered, target):
-        r = np.asarray(rendered, np.float64)
-        t = _views(target)
+    def evaluate(self, images, target):
+        r = np.asarray(images, np.float64)
+        t = views(target)
         if r.ndim != 4 or r.shape[1] != 2 or r.shape[0] != len(t) or r.shape[2:] != t.shape[1:]:
-            raise ValueError(f"need (views, 2, rows, cols) outer/inner path lengths for targets {t.shape}, "
+            raise ValueError(f"need (views, 2, rows, cols) shell and core images for targets {t.shape}, "
                              f"got {r.shape}")
         key = (id(target), t.shape, float(t.sum()))
-        if getattr(self, "_prepared", (None,))[0] != key:  # the targets' band-pass, once per level
-            high, high_t = self._filters(t.shape[1:])
+        if self._prepared is None or self._prepared[0] != key:  # the targets' band-pass, once per level
+            high, high_t = bandpass(t.shape[1:], self.sigma_px)
             self._prepared = (key, high, high_t, [high(x) for x in t])
             self._held = None  # other targets: the local NCC's mix and floors are chosen again
         _, high, high_t, high_targets = self._prepared
@@ -190,15 +161,14 @@ class BoneXrayNCC(NCC):
             raise ValueError(f"region of interest {roi.shape} does not match the targets {t.shape}: call set_roi")
         local = self.window_px is not None
         if local:
-            if getattr(self, "_window", None) is None or self._window.norm.shape != t.shape[1:]:
-                self._window = _Window(t.shape[1:], self.window_px)
+            if self._window is None or self._window.norm.shape != t.shape[1:]:
+                self._window = Window(t.shape[1:], self.window_px)
             if self._held is None:  # choose the mix and the variance floors at this render, hold them
                 self._held = self._hold(r, roi, high, high_targets)
         val, grad = 0.0, np.zeros_like(r)
         self.coefficients = np.zeros((len(t), 2))
         for i in range(len(t)):
-            core = np.maximum(r[i, 1], 0.0)
-            shell, ht = r[i, 0] - core, high_targets[i]
+            shell, core, ht = r[i, 0], r[i, 1], high_targets[i]
             if local:  # the held mix; the windowed NCC
                 c = self._held[0][i]
                 v, g = self._window.ncc(high(c[0] * shell + c[1] * core), ht, roi[i], *self._held[1][i])
@@ -210,7 +180,7 @@ class BoneXrayNCC(NCC):
             val += v
             hg = high_t(g)  # linear: H^T (c g) = c H^T g
             grad[i, 0] = c[0] * hg
-            grad[i, 1] = (c[1] - c[0]) * hg * (r[i, 1] > 0)
+            grad[i, 1] = c[1] * hg
         n = len(t)
         return 1.0 - val / n, -grad / n
 
@@ -228,8 +198,7 @@ class BoneXrayNCC(NCC):
         of :data:`LOCAL_EPS` times the region's mean local variance of the mixed render and of the target."""
         mix, eps = np.zeros((len(r), 2)), np.zeros((len(r), 2))
         for i in range(len(r)):
-            core = np.maximum(r[i, 1], 0.0)
-            hs, hc = high(r[i, 0] - core), high(core)
+            hs, hc = high(r[i, 0]), high(r[i, 1])
             mix[i] = self._mix(hs, hc, high_targets[i], roi[i])
             wn = roi[i] / roi[i].sum()
             for k, x in enumerate((mix[i, 0] * hs + mix[i, 1] * hc, high_targets[i])):
@@ -238,40 +207,3 @@ class BoneXrayNCC(NCC):
 
 
 LOCAL_EPS = 1e-2  # variance floor of the local NCC, relative to the region's mean local variance
-
-
-class _Window:
-    """Gaussian windows of ``sigma`` pixels (zero padding, normalised: ``E x = G x / G 1``), local statistics
-    and the local NCC with its exact gradient (the adjoint of ``E`` is ``E^T y = G (y / G 1)``)."""
-
-    def __init__(self, shape, sigma: float):
-        self.sigma = float(sigma)
-        self.norm = self._g(np.ones(shape))
-
-    def _g(self, x):
-        return ndimage.gaussian_filter(x, self.sigma, mode="constant", truncate=3.0)
-
-    def mean(self, x):
-        return self._g(x) / self.norm
-
-    def mean_t(self, y):
-        return self._g(y / self.norm)
-
-    def variance(self, x):
-        m = self.mean(x)
-        return np.maximum(self.mean(x * x) - m * m, 0.0)
-
-    def ncc(self, a, b, w, eps_a: float, eps_b: float):
-        """Weighted mean over pixels of ``cov(a, b) / sqrt((var a + eps_a)(var b + eps_b))`` in the windows
-        around them, and its gradient with respect to ``a``."""
-        wn = w / w.sum()
-        ma, mb = self.mean(a), self.mean(b)
-        va = self.mean(a * a) - ma * ma + eps_a
-        vb = np.maximum(self.mean(b * b) - mb * mb, 0.0) + eps_b
-        cov = self.mean(a * b) - ma * mb
-        d = np.sqrt(va * vb)
-        c = cov / d
-        alpha, beta = wn / d, -wn * c / (2.0 * va)  # d value / d cov, d value / d var(a)
-        grad = (b * self.mean_t(alpha) - self.mean_t(alpha * mb)
-                + 2.0 * (a * self.mean_t(beta) - self.mean_t(beta * ma)))
-        return float((wn * c).sum()), grad

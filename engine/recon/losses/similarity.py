@@ -1,74 +1,30 @@
-"""Image similarity losses for reconstruction and registration, each with its exact gradient.
+"""Image similarities on one image per view (the path-length appearance), each with its exact gradient.
 
-Every loss is a callable ``loss(rendered, target) -> (value, d value / d rendered)``
-on stacks of views ``(n, rows, cols)``; the value is averaged over the views.
-The rendered image is what the mesh renderer gives (path length through the
-model, mm); the target is an X-ray as a *line integral* ``-log(I / I0)``
-(:func:`line_integral`), so both grow with the amount of bone.
-
-Which one to use:
-
-- ``"mse"`` (:class:`MSE`): same modality and scale, e.g. targets rendered by
-  the same mesh renderer (self-consistency); useless on real X-rays.
-- ``"ncc"`` (:class:`NCC`): normalised cross-correlation; invariant to gain and
-  offset (unknown attenuation coefficient, exposure).  Good when the model's
-  structure dominates the image.
-- ``"gncc"`` (:class:`GradientNCC`): NCC of the image gradients (Sobel x and y;
-  Penney et al., IEEE TMI 1998, "gradient correlation").  Insensitive to the
-  smooth background of soft tissue and to slowly varying scatter: the choice for
-  real or physics-simulated X-rays that contain soft tissue and other bones.
-  ``NCC`` and ``GradientNCC`` take an optional pixel weight/mask to restrict the
-  comparison to a region of interest.
-- ``"bncc"`` (:class:`BandpassNCC`): NCC after removing what varies slowly
-  (a normalised-convolution high-pass); less sensitive to noise than ``gncc``,
-  the choice for noisy fluoroscopy with a thick soft-tissue background.
-- ``"xray"`` (:class:`engine.recon.bone_xray.BoneXrayNCC`): for X-rays of bone (simulated
-  with soft tissue, scatter and noise, or real): band-pass NCC in a region around
-  the model against the best mix of a cortical-shell and a core image rendered from
-  the model (two surfaces); the uniform path length of the other losses looks
-  little like an X-ray of cortical bone.  The NCC is local (Gaussian windows of
-  6 px, each with its own gain): scatter compresses the bone's contrast in the
-  line integral by a factor that varies across the image.  The choice for
-  tier-3-like targets.
-- ``"silhouette"`` (:class:`Silhouette`): where a bone mask of the target is
-  given (a segmentation of the X-ray): 1 - soft Dice between the mask and the
-  render's soft silhouette ``1 - exp(-L / tau)``.
-
-:func:`engine.recon.get_loss` (:mod:`engine.recon.named_losses`) makes a loss from its name.
+See :mod:`engine.recon.losses` for which to use; the protocol is :class:`engine.recon.losses.base.Loss`.
 """
 from __future__ import annotations
 
 import numpy as np
 from scipy import ndimage
 
-_EPS = 1e-12
+from .base import EPS as _EPS
+from .base import Loss
+from .base import views as _views
+from .filters import bandpass
 
 
-def line_integral(intensity, i0: float | None = None) -> np.ndarray:
-    """``-log(I / I0)`` of an X-ray (I0: default the largest value, i.e. an unattenuated pixel)."""
-    i = np.asarray(intensity, np.float64)
-    if np.any(~np.isfinite(i)) or np.any(i <= 0):
-        raise ValueError("intensities must be finite and positive to take a line integral")
-    return -np.log(i / (i.max() if i0 is None else float(i0)))
-
-
-def _views(a) -> np.ndarray:
-    a = np.asarray(a, np.float64)
-    return a[None] if a.ndim == 2 else a
-
-
-class MSE:
+class MSE(Loss):
     """Mean squared difference (see module doc)."""
 
     name = "mse"
 
-    def __call__(self, rendered, target):
+    def evaluate(self, rendered, target):
         r, t = _views(rendered), _views(target)
         d = r - t
         return float(np.mean(d ** 2)), 2.0 * d / d.size
 
 
-class NCC:
+class NCC(Loss):
     """``1 - mean over views of NCC(rendered, target)`` (see module doc), optional pixel weights (rows, cols)."""
 
     name = "ncc"
@@ -89,7 +45,7 @@ class NCC:
         grad = wn * (bc / (na * nb) - ncc * ac / na ** 2)
         return float(ncc), grad
 
-    def __call__(self, rendered, target):
+    def evaluate(self, rendered, target):
         r, t = _views(rendered), _views(target)
         val, grad = 0.0, np.empty_like(r)
         for i in range(len(r)):
@@ -107,7 +63,7 @@ class GradientNCC(NCC):
 
     name = "gncc"
 
-    def __call__(self, rendered, target):
+    def evaluate(self, rendered, target):
         r, t = _views(rendered), _views(target)
         val, grad = 0.0, np.zeros_like(r)
         interior = np.zeros(r.shape[1:])
@@ -144,14 +100,9 @@ class BandpassNCC(NCC):
     def at_level(self, factor: int) -> "BandpassNCC":
         return BandpassNCC(self.sigma_px / factor, self.weights)
 
-    def _filters(self, shape):
-        blur = (lambda x: ndimage.gaussian_filter(x, self.sigma_px, mode="constant", truncate=3.0))
-        norm = blur(np.ones(shape))
-        return (lambda x: x - blur(x) / norm), (lambda y: y - blur(y / norm))
-
-    def __call__(self, rendered, target):
+    def evaluate(self, rendered, target):
         r, t = _views(rendered), _views(target)
-        high, high_t = self._filters(r.shape[1:])
+        high, high_t = bandpass(r.shape[1:], self.sigma_px)
         val, grad = 0.0, np.empty_like(r)
         for i in range(len(r)):
             v, g = self._ncc(high(r[i]), high(t[i]))
@@ -161,18 +112,19 @@ class BandpassNCC(NCC):
         return 1.0 - val / n, -grad / n
 
 
-class Silhouette:
+class Silhouette(Loss):
     """``1 - soft Dice(mask, 1 - exp(-rendered / tau))`` per view, averaged (see module doc).
 
     ``tau`` (mm of path length) sets how much bone makes a pixel count as covered.
     """
 
     name = "silhouette"
+    blur_target = False  # the target is a mask
 
     def __init__(self, tau: float = 2.0):
         self.tau = float(tau)
 
-    def __call__(self, rendered, mask):
+    def evaluate(self, rendered, mask):
         r, m = _views(rendered), _views(mask).astype(np.float64)
         e = np.exp(-r / self.tau)
         s = 1.0 - e
