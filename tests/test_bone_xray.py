@@ -5,7 +5,7 @@ import pytest
 
 import engine
 from engine.mesh import icosphere, vertex_normals
-from engine.mesh.pose import rotation_from_vector
+from engine.geometry.transforms import rotation_from_vector
 from engine.mesh import offset_surface, offset_surface_vjp
 from engine.recon import BoneXrayNCC, Objective, ReconConfig, ShellCore
 from engine.ssm import load_pelvis_model
@@ -141,7 +141,7 @@ def test_objective_with_two_surfaces_gradient_end_to_end():
     t[:3, :3] = rotation_from_vector(np.deg2rad([3.0, -4.0, 2.0]))
     t[:3, 3] = [3.0, -2.0, 4.0]
     p = sp.initial(t, [0.5, 0.2, -0.4, 0.1])
-    obj.update_roi(p)
+    obj.prepare(p)
     val, grads = obj(p)
     assert val > 0
     rng = np.random.default_rng(4)
@@ -190,7 +190,7 @@ def test_translation_search_finds_a_start_on_its_grid(small_problem_xray):
     obj, truth = small_problem_xray
     start = truth.copy()
     start.translation = truth.translation + [8.0, 0.0, -8.0]
-    obj.update_roi(start)
+    obj.prepare(start)
     assert obj.value(start) > obj.value(truth) + 1e-3
     found = translation_search(obj, start, 8.0, 8.0)
     np.testing.assert_allclose(found.translation, truth.translation, atol=1e-9)

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 import engine
-from engine.mesh.pose import rotation_from_vector
+from engine.geometry.transforms import pose_matrix, rotation_from_vector
 from engine.recon import Objective, ReconConfig
 from engine.ssm import ShapeModel, align, load_pelvis_model
 from engine.ssm.segment import consecutive_placement, part_mesh, placement_trend, segment_model
@@ -14,10 +14,7 @@ from research.experiments import rotation_angle_deg
 
 
 def _rigid(rotvec_deg, t):
-    m = np.eye(4)
-    m[:3, :3] = rotation_from_vector(np.deg2rad(rotvec_deg))
-    m[:3, 3] = t
-    return m
+    return pose_matrix(np.concatenate([np.deg2rad(rotvec_deg), t]))
 
 
 @pytest.fixture(scope="module")
@@ -196,7 +193,7 @@ def test_objective_gradient_through_segment(two_bones):
     target = 1.0 * (r[:, 0] - np.maximum(r[:, 1], 0)) + 0.3 * np.maximum(r[:, 1], 0)
     obj = Objective(target, cams, seg, ReconConfig(loss="xray", precision=64, soft_sigma_px=1.0, prior_weight=0.01))
     p = obj.shape_pose.initial(_rigid([2.0, -3.0, 1.0], [2.0, -1.0, 3.0]))
-    obj.update_roi(p)
+    obj.prepare(p)
     val, grads = obj(p)
     assert val > 0 and np.abs(grads["shape"][6:]).max() > 0  # the placement modes feel the image
     rng = np.random.default_rng(6)

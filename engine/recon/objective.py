@@ -132,7 +132,6 @@ class Objective:
         """Let the loss place its region of interest (if it has one) around the estimate ``params``."""
         self.loss.prepare(self.images_of(params))
 
-    update_roi = prepare
 
     def __call__(self, params: Params, free: bool = False):
         renders, state, x = self._render(params, record=True)
