@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from engine.mesh import icosphere
-from engine.mesh.pose import rotation_from_vector
+from engine.geometry.transforms import rotation_from_vector
 from engine.ssm import (ShapeModel, align, build_model, build_pelvis_model, evaluate, generalized_procrustes,
                         llp26_population, load_pelvis_model)
 from engine.ssm.pelvis import ASSET

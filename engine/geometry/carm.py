@@ -17,21 +17,12 @@ from __future__ import annotations
 import numpy as np
 
 from .camera import Camera, from_source_detector
-
-
-def _rot_x(b: float) -> np.ndarray:
-    c, s = np.cos(b), np.sin(b)
-    return np.array([[1.0, 0, 0], [0, c, -s], [0, s, c]])
-
-
-def _rot_z(a: float) -> np.ndarray:
-    c, s = np.cos(a), np.sin(a)
-    return np.array([[c, -s, 0], [s, c, 0], [0, 0, 1.0]])
+from .transforms import axis_rotation
 
 
 def carm_rotation(primary_deg: float, secondary_deg: float) -> np.ndarray:
     """(3, 3) world rotation taking the AP C-arm to the given angles (degrees)."""
-    return _rot_z(np.radians(primary_deg)) @ _rot_x(np.radians(secondary_deg))
+    return axis_rotation("z", np.radians(primary_deg)) @ axis_rotation("x", np.radians(secondary_deg))
 
 
 def carm(*, primary: float = 0.0, secondary: float = 0.0, sid: float = 750.0, sdd: float = 1200.0,

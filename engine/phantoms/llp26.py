@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from ..assets import data_path
+from ..geometry.transforms import rotation_angle
 from ..mesh.mesh import signed_volume, vertex_components
 from ..mesh.subdivide import subdivide  # noqa: F401 - re-exported: engine.phantoms.subdivide
 
@@ -408,7 +409,7 @@ def orientation_report() -> str:
     lm = pelvis_landmarks()
     lines = ["rotation (rows R, A, S in model coordinates):", np.array2string(t[:3, :3], precision=3),
              f"det {np.linalg.det(t[:3, :3]):+.6f}; angle to the LPS->RAS flip diag(-1,-1,1): "
-             f"{np.degrees(np.arccos((np.trace(np.diag([-1, -1, 1.0]) @ t[:3, :3].T) - 1) / 2)):.1f} deg",
+             f"{np.degrees(rotation_angle(np.diag([-1, -1, 1.0]) @ t[:3, :3].T)):.1f} deg",
              "femur gap to left / right hip bone: {:.1f} / {:.1f} mm".format(*labels["femur_gap_mm"]),
              "landmarks (RAS mm):"]
     lines += [f"  {k:26s} {np.array2string(p, precision=1, suppress_small=True)}" for k, p in lm.items()]

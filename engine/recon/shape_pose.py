@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..mesh.pose import rotation_from_vector, rotation_jacobian, vector_from_rotation
+from ..geometry.transforms import rotation_from_vector, rotation_jacobian, vector_from_rotation
 from ..ssm.model import ShapeModel
 
 GROUPS = ("shape", "rotation", "translation", "scale", "free")

@@ -1,7 +1,7 @@
 """Rigid 2D/3D registration of a CT to X-ray images by gradient descent.
 
 The unknown is the CT's rigid pose in the world frame, ``p = (delta, tau)`` (rotation vector, rad; translation,
-mm) about the volume's centre (:mod:`engine.mesh.pose`); pose 0 renders the cameras as given.  Each view's
+mm) about the volume's centre (:mod:`engine.geometry.transforms`); pose 0 renders the cameras as given.  Each view's
 DRR is an attenuation image ``sum_m mu_m L_m`` (per-material line integrals of
 :class:`~engine.volume.VolumeProjector` weighted by the materials' mass attenuation at an effective energy,
 1/mm * mm), compared with the X-ray (as ``-ln(I/I0)``, or any image whose intensity is an increasing, roughly
@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..geometry import bin_image
-from ..mesh.pose import perturb, pose_parameter_gradient
+from ..geometry.transforms import perturb, pose_parameter_gradient
 from .similarity import gradient_ncc_grad, multiscale_ncc_grad, ncc_grad, patch_ncc_grad
 
 SIMILARITIES = {"ncc": ncc_grad, "gncc": gradient_ncc_grad, "patch_ncc": patch_ncc_grad,

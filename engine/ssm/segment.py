@@ -26,14 +26,8 @@ from __future__ import annotations
 import numpy as np
 
 from ..mesh.mesh import Mesh
-from ..mesh.pose import rotation_from_vector, vector_from_rotation
+from ..geometry.transforms import mean_rotation, rotation_from_vector, vector_from_rotation
 from .model import ShapeModel
-
-
-def mean_rotation(rotations) -> np.ndarray:
-    """The chordal L2 mean of (n, 3, 3) rotations (SVD projection of their sum onto SO(3))."""
-    u, _, vt = np.linalg.svd(np.sum(rotations, axis=0))
-    return u @ np.diag([1.0, 1.0, np.sign(np.linalg.det(u @ vt)) or 1.0]) @ vt
 
 
 def _rotations_about_mean(rel) -> tuple:

@@ -20,7 +20,8 @@ except ImportError as e:  # pragma: no cover - exercised only without torch
     raise ImportError("engine.torch needs PyTorch: pip install -e \".[torch]\" (torch==2.13.0)") from e
 
 from .dataset import DRRDataset, WrittenDataset
-from .drr import CTDRR, pose_matrix
+from ..geometry.transforms import pose_matrix
+from .drr import CTDRR
 from .mesh import MeshLengths
 from .physics import Physics
 

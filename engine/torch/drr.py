@@ -2,7 +2,7 @@
 
 A pose ``p = (delta, tau)`` (6,) moves the volume in the world frame about a centre ``c``:
 ``M x = R(delta) (x - c) + c + tau`` (delta a rotation vector in radians, tau mm; the convention of
-:mod:`engine.mesh.pose`), so pose 0 renders the cameras as given.  It is rendered by moving the cameras by
+:mod:`engine.geometry.transforms`), so pose 0 renders the cameras as given.  It is rendered by moving the cameras by
 ``M^-1``; the projector's VJP at those cameras is the gradient ``(g_omega, g_tau)`` for a further small move
 ``N`` (about ``c``) of the volume in its own frame, the composite ``M N``.  ``M(p + dp) = M(p) N`` gives
 ``omega = J_r(delta) d delta`` (``J_r`` the right Jacobian of SO(3)) and ``tau_N = R^T d tau``, so
@@ -25,28 +25,7 @@ import dataclasses
 import numpy as np
 import torch
 
-from ..mesh.pose import perturb, pose_parameter_gradient
-
-
-def pose_matrix(pose, center) -> np.ndarray:
-    """(4, 4) world-frame move of a pose (6,) (delta rad, tau mm) about ``center`` (mm)."""
-    p = np.asarray(pose, np.float64)
-    return perturb(np.eye(4), p[:3], p[3:], center=center)
-
-
-def _skew(v) -> np.ndarray:
-    return np.array([[0.0, -v[2], v[1]], [v[2], 0.0, -v[0]], [-v[1], v[0], 0.0]])
-
-
-def matrix_gradient(m, g_left, center) -> np.ndarray:
-    """(4, 4) d loss / d M of a rigid world move M (mm) from the gradient ``g_left`` (6,) (rad, mm) of a further
-    small move N about ``center`` (mm), composite ``M N`` (see the module doc)."""
-    g_omega, g_tau = np.asarray(g_left[:3], np.float64), np.asarray(g_left[3:], np.float64)
-    v = g_omega + np.cross(np.asarray(center, np.float64), g_tau)
-    k = np.zeros((4, 4))
-    k[:3, :3] = 0.5 * _skew(v)
-    k[:3, 3] = g_tau
-    return np.linalg.inv(np.asarray(m, np.float64)).T @ k
+from ..geometry.transforms import pose_matrix, pose_matrix_gradient, pose_parameter_gradient
 
 
 class _DRR(torch.autograd.Function):
@@ -82,7 +61,7 @@ class _DRR(torch.autograd.Function):
         if want_pose:
             left = got["pose"]  # (n, 6): (g_omega, g_tau) of N
             if ctx.poses.ndim == 3:
-                out = np.stack([matrix_gradient(mat, gl, m.center) for mat, gl in zip(ctx.mats, left)])
+                out = np.stack([pose_matrix_gradient(mat, gl, m.center) for mat, gl in zip(ctx.mats, left)])
             else:
                 out = np.stack([pose_parameter_gradient(q, gl) for q, gl in zip(ctx.poses, left)])
             g_pose = torch.from_numpy(out).to(dtype=grad.dtype, device=grad.device)
