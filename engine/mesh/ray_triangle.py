@@ -10,20 +10,23 @@ the compiler fuses multiply-adds); a top-left ownership rule settles edge functi
 that are exactly zero, so a ray through a shared edge or vertex is counted once.
 No float64 is needed (Woop et al. fall back to double for exact zeros; many GPUs
 have no or slow float64, ``shaderFloat64`` on Vulkan): the same float32 formulation
-runs on every backend, float64 only with ``precision=64``.  Every kernel derives a pixel's ray with the same expression, so all
-of them see the same edge functions for the same pixel.
+runs on every backend, float64 only with ``precision=64``.  Every kernel derives a pixel's ray with the same
+function (:func:`engine.geometry.rays.pixel_ray_func`, through :func:`ray_funcs`' ``ray``), so all of them see
+the same edge functions for the same pixel.
 
 Device arrays are flat (1-D) ``ti.ndarray``\ s indexed by hand, so a kernel is
 compiled once per element type, never per array: a new projector, or a detector of
 another size, reuses the kernels already compiled in the process (see
-:mod:`engine.mesh.projector`).  The per-view ray table ``views`` holds 18 reals per
-view, rows of 3 (world frame, mm): the source, the centre of pixel (0, 0), the
-column step, the row step, then the detector plane's dual basis ``eu``, ``ev``
-(``eu . du = 1``, ``eu . dv = 0``, ``ev . dv = 1``, ``ev . du = 0``).
+:mod:`engine.mesh.projector`).  The per-view ray table ``views`` is the view table of
+:mod:`engine.geometry.rays` with the dual basis (``view_table(cameras, dual=True)``), flat: 18 reals per
+view, rows of 3 (world frame, mm): the source, the centre of pixel (0, 0), the column step, the row step,
+then the detector plane's dual basis ``eu``, ``ev``.
 """
 import functools
 
-VIEW_STRIDE = 18  # reals per view in the flat ``views`` array: 6 rows of 3
+from ..geometry.rays import VIEW_ROWS, pixel_ray_func
+
+VIEW_STRIDE = 3 * (VIEW_ROWS + 2)  # reals per view in the flat ``views`` array: 6 rows of 3
 
 
 @functools.lru_cache(maxsize=None)
@@ -32,18 +35,15 @@ def ray_funcs(bits: int):
 
     ``vec_at(a, i)`` reads the 3-vector at flat offset ``3 i`` of a flat array ``a`` (vertices, boxes);
     ``ray(views, vi, r, c)`` returns the source ``o`` and the vector ``d`` from the source to the centre of
-    pixel (row ``r``, column ``c``) of view ``vi`` (mm, world frame): THE ray of that pixel in every kernel.
+    pixel (row ``r``, column ``c``) of view ``vi`` (mm, world frame): THE ray of that pixel in every kernel
+    (:func:`engine.geometry.rays.pixel_ray_func` on the view's rows).
     """
     from .. import backend
 
     ti = backend.ti_module()
-    return make_ray_funcs(ti, ti.f64 if bits == 64 else ti.f32)
-
-
-def make_ray_funcs(ti, real):
-    """Taichi functions ``(ray, shear, intersect, slab, vec_at)`` for float type ``real`` (prefer the cached
-    :func:`ray_funcs`: functions made here again are compiled again in every kernel that uses them)."""
+    real = ti.f64 if bits == 64 else ti.f32
     vec3 = ti.types.vector(3, real)
+    pixel_ray = pixel_ray_func(bits)
 
     @ti.func
     def vec_at(a: ti.template(), i):
@@ -54,10 +54,8 @@ def make_ray_funcs(ti, real):
     def ray(views: ti.template(), vi, r, c):
         # source and source->pixel-centre vector of pixel (r, c) of view vi: THE ray of that pixel
         base = vi * (VIEW_STRIDE // 3)
-        o = vec_at(views, base)
-        p = vec_at(views, base + 1) + ti.cast(c, real) * vec_at(views, base + 2) \
-            + ti.cast(r, real) * vec_at(views, base + 3)
-        return o, p - o
+        return pixel_ray(vec_at(views, base), vec_at(views, base + 1), vec_at(views, base + 2),
+                         vec_at(views, base + 3), r, c)
 
     @ti.func
     def owned(ex, ey, s):

@@ -30,6 +30,7 @@ the interpolation to the edge voxels in the outer half voxel.
 import functools
 
 from .. import backend
+from ..geometry.rays import pixel_ray_func
 
 BLOCK = 8  # voxels per empty-space-skipping block edge
 MAX_BRICKS = 16
@@ -111,6 +112,11 @@ def _brick_type(storage: str):
     return ti.types.ndarray(dtype=_types(storage)[0], ndim=1)
 
 
+def _pixel_ray(storage: str):
+    """The pixel-ray function of :mod:`engine.geometry.rays` in the arithmetic type of ``storage``."""
+    return pixel_ray_func(64 if storage == "f64" else 32)
+
+
 @functools.lru_cache(maxsize=None)
 def march_kernel(n_mat: int, storage: str, nb: int):
     """The fixed-step kernel for ``n_mat`` materials stored as ``storage`` ("f32"/"f16") in ``nb`` bricks.
@@ -119,7 +125,8 @@ def march_kernel(n_mat: int, storage: str, nb: int):
     are flat arrays (module doc), those beyond ``nb`` placeholders (any array of the type); ``s`` slices
     per brick step; ``ni, nj, nk`` the grid; ``blocks`` the uniform-block table (u8, k, j, i); ``out``
     (n, M, rows, cols) float32 g/cm^2 for detector rows ``row0 .. row0 + rows - 1``; ``views`` (n, 4, 3):
-    source, pixel (0, 0) centre, column and row steps in voxel-index coordinates; ``lin`` (3, 3): the
+    the view table of :mod:`engine.geometry.rays` (source, pixel (0, 0) centre, column and row steps) in
+    voxel-index coordinates, whose pixel rays every kernel takes from ``pixel_ray``; ``lin`` (3, 3): the
     columns of the volume's ``world_from_index`` linear part (mm per index unit).
     """
     ti = backend.ti_module()
@@ -129,6 +136,7 @@ def march_kernel(n_mat: int, storage: str, nb: int):
     vec_m = ti.types.vector(n_mat, real)
     vec3 = ti.types.vector(3, real)
     vol_t = _brick_type(storage)
+    pixel_ray = _pixel_ray(storage)
 
     @ti.kernel
     def march(b0: vol_t, b1: vol_t, b2: vol_t, b3: vol_t, b4: vol_t, b5: vol_t, b6: vol_t, b7: vol_t,
@@ -145,8 +153,7 @@ def march_kernel(n_mat: int, storage: str, nb: int):
         last = ti.math.ivec3(ni - 1, nj - 1, nk - 1)
         si, sj, sk = n_mat, ni * n_mat, nj * ni * n_mat  # flat strides of i, j, k
         for v, r, c in ti.ndrange(n_views, rows, cols):
-            src = views[v, 0]
-            d = views[v, 1] + ti.cast(c, real) * views[v, 2] + ti.cast(r + row0, real) * views[v, 3] - src
+            src, d = pixel_ray(views[v, 0], views[v, 1], views[v, 2], views[v, 3], r + row0, c)
             t0, t1 = clip(src, d, lo, hi)
             acc = vec_m(0.0)
             if t1 > t0:
@@ -334,6 +341,7 @@ def planes_kernel(n_mat: int, storage: str, nb: int):
     vec_m = ti.types.vector(n_mat, real)
     vec3 = ti.types.vector(3, real)
     vol_t = _brick_type(storage)
+    pixel_ray = _pixel_ray(storage)
 
     @ti.func
     def lerp4(bricks: ti.template(), kb, o, sb, sc, fb, fc):
@@ -376,8 +384,7 @@ def planes_kernel(n_mat: int, storage: str, nb: int):
         last = ti.math.ivec3(ni - 1, nj - 1, nk - 1)
         st = ti.math.ivec3(n_mat, ni * n_mat, nj * ni * n_mat)  # flat strides of i, j, k
         for v, r, c in ti.ndrange(n_views, rows, cols):
-            src = views[v, 0]
-            d = views[v, 1] + ti.cast(c, real) * views[v, 2] + ti.cast(r + row0, real) * views[v, 3] - src
+            src, d = pixel_ray(views[v, 0], views[v, 1], views[v, 2], views[v, 3], r + row0, c)
             t0, t1 = clip(src, d, lo, hi)
             acc = vec_m(0.0)
             if t1 > t0:
@@ -442,6 +449,7 @@ def planes_vjp_kernel(n_mat: int, storage: str, nb: int, density: bool):
     vec_m = ti.types.vector(n_mat, real)
     vec3 = ti.types.vector(3, real)
     vol_t = _brick_type(storage)
+    pixel_ray = _pixel_ray(storage)
 
     @ti.func
     def bil_grad(bricks: ti.template(), s, A: ti.template(), n, p, last, st):
@@ -520,8 +528,7 @@ def planes_vjp_kernel(n_mat: int, storage: str, nb: int, density: bool):
         last = ti.math.ivec3(ni - 1, nj - 1, nk - 1)
         st = ti.math.ivec3(n_mat, ni * n_mat, nj * ni * n_mat)
         for v, r, c in ti.ndrange(n_views, rows, cols):
-            src = views[v, 0]
-            d = views[v, 1] + ti.cast(c, real) * views[v, 2] + ti.cast(r + row0, real) * views[v, 3] - src
+            src, d = pixel_ray(views[v, 0], views[v, 1], views[v, 2], views[v, 3], r + row0, c)
             t0, t1, face0, face1 = clip_faces(src, d, lo, hi)
             gs, gd = vec3(0.0), vec3(0.0)
             if t1 > t0:
