@@ -58,8 +58,7 @@ def projector(ct: CT, replace=None) -> VolumeProjector:
 
 def line_integrals(proj: VolumeProjector, cams) -> np.ndarray:
     """(n, rows, cols) noise- and scatter-free line integrals."""
-    return np.stack([engine.simulate(proj, c, spectrum="fluoro90", scatter=False, output="line_integral")
-                     for c in cams])
+    return engine.simulate(proj, cams, config=engine.XrayConfig(spectrum="fluoro90", output="line_integral"))
 
 
 def analyse(full, parts: dict, bone: str, margin_px: float = 8.0) -> dict:

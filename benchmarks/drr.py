@@ -295,7 +295,7 @@ def bench_detector(name, ct, vol, size, pixel, args):
     t = timings({label: (lambda p=p: p(cam)) for label, p in projs.items()}, rounds)
     default = projs["engine planes"]
     t_batch = [x / len(cams) for x in timings({"b": lambda: default(cams)}, max(2, rounds // 2))["b"]]
-    images = {label: p(cam).sum(0) for label, p in projs.items()}
+    images = {label: p(cam)[0].sum(0) for label, p in projs.items()}
     total = vol.density.sum(0)
     errs = {} if args.engine_only else exact_errors(total, vol, cam, images, 40 if args.quick else EXACT_PIXELS)
     rows = []
@@ -314,7 +314,7 @@ def bench_detector(name, ct, vol, size, pixel, args):
     t1 = timings(fns, rounds)
     if "rtk" in t1:
         rtk_med = float(np.median(t1["rtk"]))
-        a, b = proj1(cam)[0].astype(np.float64), fns["rtk"]().astype(np.float64)
+        a, b = proj1(cam)[0, 0].astype(np.float64), fns["rtk"]().astype(np.float64)
         ncc = float(np.corrcoef(a.ravel(), b.ravel())[0, 1])
         inner = a > 0.05 * a.max()
         rel = float(np.median(np.abs(a - b)[inner] / a[inner]))

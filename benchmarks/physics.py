@@ -46,7 +46,7 @@ def main(argv=None):
     for size in sizes:
         cam = engine.carm(sid=850, sdd=1020, rows=size, cols=size, pixel_size=512.0 / size, isocenter=ct.center)
         t_proj = median_time(lambda: proj(cam), repeats)
-        paths = proj(cam)
+        paths = proj(cam)[0]  # (M, rows, cols) of the one view
         field = proj.render_field(cam)
         for bins in (8, 32, 128):
             spec = preset("fluoro90", bins=bins)

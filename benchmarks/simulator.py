@@ -43,8 +43,8 @@ def main(argv=None):
     ball = icosphere(1.0, 3)
     screw = make_mesh(ball.vertices * [3.0, 3.0, 20.0] + ct.center, ball.faces)
     mp = MeshProjector([screw], ["titanium"], supersample=2)
-    kw = dict(spectrum="fluoro90", scatter=True, noise=2e4)
-    sim = engine.Simulator(proj, mp, **kw)
+    config = engine.XrayConfig(spectrum="fluoro90", scatter=True, noise=2e4)
+    sim = engine.Simulator(proj, mp, config)
     rng = np.random.default_rng(0)
     rows = []
     reps = 2 if args.quick else 5
@@ -58,8 +58,8 @@ def main(argv=None):
             _, s = sim.forward(cam, seed=1)
             return sim.vjp(s, g)
 
-        cases = {"simulate numpy": lambda: engine.simulate(proj, cam, meshes=mp, physics="numpy", seed=1, **kw),
-                 "simulate device": lambda: engine.simulate(proj, cam, meshes=mp, seed=1, **kw),
+        cases = {"simulate numpy": lambda: engine.simulate(proj, cam, mp, config.replace(physics="numpy"), seed=1),
+                 "simulate device": lambda: engine.simulate(proj, cam, mp, config, seed=1),
                  "Simulator": lambda: sim(cam, seed=1),
                  "Simulator batch 8": lambda: sim(cams, seed=1),
                  "Simulator fwd+vjp": fwd_vjp}

@@ -35,14 +35,15 @@ def render_panel(ct_path: Path, size: int, photons: float, physics: str = "devic
     cam = engine.carm(sid=750, sdd=1150, isocenter=ct.center, rows=size, cols=size, pixel_size=430.0 / size)
     images, titles = [], []
     t = time.perf_counter()
-    images.append(proj(cam).sum(0))
+    images.append(proj(cam)[0].sum(0))  # every render has a view axis: view 0
     titles.append("density line integral")
-    for title, kw in (("mono 60 keV", dict(mono_kev=60.0)),
-                      ("poly 90 kVp", dict(spectrum="fluoro90")),
-                      ("90 kVp + scatter", dict(spectrum="fluoro90", scatter=ScatterModel(spr=0.6))),
-                      (f"+ noise ({photons:g} photons/px)",
-                       dict(spectrum="fluoro90", scatter=ScatterModel(spr=0.6), noise=photons, seed=0))):
-        images.append(engine.simulate(proj, cam, output="line_integral", physics=physics, **kw))
+    base = engine.XrayConfig(output="line_integral", physics=physics)
+    for title, config in (("mono 60 keV", base.replace(mono_kev=60.0)),
+                          ("poly 90 kVp", base.replace(spectrum="fluoro90")),
+                          ("90 kVp + scatter", base.replace(spectrum="fluoro90", scatter=ScatterModel(spr=0.6))),
+                          (f"+ noise ({photons:g} photons/px)",
+                           base.replace(spectrum="fluoro90", scatter=ScatterModel(spr=0.6), noise=photons))):
+        images.append(engine.simulate(proj, cam, config=config, seed=0)[0])
         titles.append(title)
     print(f"{ct_path.name}: 5 renderings of {size}x{size} ({physics} physics) in {time.perf_counter() - t:.2f} s")
     return labelled_panel([window_to_uint8(im) for im in images], titles)

@@ -145,7 +145,7 @@ def pose_checks(meshes, materials, cam, chain, box, sl, directions, d_tau, h=1e-
                 v = v0.copy()
                 v[sl] += sign * h * u
                 p64.set_vertices(v)
-                moved.append(box_loss(chain, mass_thickness(cam, None, p64, DENSITIES)[1], box)[0])
+                moved.append(box_loss(chain, mass_thickness(cam, None, p64, DENSITIES)[1][0], box)[0])
             out[name] = (float(d_tau @ u), (moved[0] - moved[1]) / (2 * h))
     return out
 
@@ -235,10 +235,10 @@ def main(argv=None) -> dict:
                              rows=args.size, cols=args.size, pixel_size=FIELD_MM / args.size)
             for key, (_, primary) in VIEWS.items()}
     results = {}
+    config = engine.XrayConfig(spectrum=SPECTRUM, mesh_densities=DENSITIES, output="line_integral")
     for key, cam in cams.items():
-        lengths = projector(cam)  # (2, rows, cols) mm: bone, titanium
-        xray = engine.simulate(None, cam, meshes=projector, mesh_densities=DENSITIES, spectrum=SPECTRUM,
-                               output="line_integral")
+        lengths = projector(cam)[0]  # (2, rows, cols) mm: bone, titanium (view 0 of a batch of one)
+        xray = engine.simulate(None, cam, projector, config)[0]
         results[key] = (lengths, xray)
         for m, name in enumerate(projector.materials):
             files += save_image(out / f"distance_{key}_{name}.png", lengths[m], window=(0.0, float(lengths[m].max())))
@@ -253,11 +253,11 @@ def main(argv=None) -> dict:
     half = max(2, round(BOX_HALF_MM * SDD / SID / cam.pixel_size))
     box = (row - half, row + half, col - half, col + half)
     chain = PhysicsChain(projector.materials, preset(SPECTRUM), output="line_integral", pixel_size=cam.pixel_size)
-    materials, paths = mass_thickness(cam, None, projector, DENSITIES)
+    materials, paths = mass_thickness(cam, None, projector, DENSITIES)  # (1, M, rows, cols)
     _, mesh_state = projector.forward(cam)  # the hits of this render, for the VJP
-    loss, g_paths = box_loss(chain, paths, box)
+    loss, g_paths = box_loss(chain, paths[0], box)
     rho = np.array([DENSITIES.get(m, get_material(m).density) for m in materials])
-    g_lengths = g_paths * rho[:, None, None] / 10.0  # g/cm^2 = mm * g/cm^3 / 10
+    g_lengths = (g_paths * rho[:, None, None] / 10.0)[None]  # g/cm^2 = mm * g/cm^3 / 10; (1, M, rows, cols)
     grad = projector.vjp(mesh_state, g_lengths)  # (V, 3) 1/mm
     lap("gradient (physics VJP + mesh VJP)")
     sl = slice(projector.vertex_offsets[-2], projector.vertex_offsets[-1])  # the screw's vertices

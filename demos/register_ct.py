@@ -115,8 +115,8 @@ def main(argv=None) -> dict:
     print(f"CT: {ct}; Taichi backend: {engine.backend.current().arch}")
     cams = [engine.carm(primary=p, sid=750, sdd=1150, rows=args.size, cols=args.size, pixel_size=400.0 / args.size,
                         isocenter=c) for p in (0, 90)]
-    targets = [engine.simulate(proj, cam, spectrum="fluoro90", scatter=True, noise=1e4, seed=i,
-                               output="line_integral") for i, cam in enumerate(cams)]
+    config = engine.XrayConfig(spectrum="fluoro90", scatter=True, noise=1e4, output="line_integral")
+    targets = [engine.simulate(proj, cam, config=config, seed=i)[0] for i, cam in enumerate(cams)]
     rng = np.random.default_rng(args.seed)
     bone = np.argwhere(vol.density[vol.materials.index("bone")] > 0.5)
     bone = bone[rng.choice(len(bone), min(5000, len(bone)), replace=False)]

@@ -150,6 +150,7 @@ def cmd_drr(args) -> int:
         raise ValueError("--materials writes path lengths; it cannot be combined with physics options")
     if sum(x is not None for x in (args.kvp, args.preset, args.mono)) > 1:
         raise ValueError("choose one of --kvp, --preset and --mono")
+    config = _xray_config(args) if physics else None
     if len(args.material) > len(args.mesh):
         raise ValueError(f"{len(args.material)} --material for {len(args.mesh)} --mesh: one material per mesh")
     t0 = time.perf_counter()
@@ -174,15 +175,15 @@ def cmd_drr(args) -> int:
     check_resources(proj, cam, force=args.force, extra_bytes=pixels * 4 * (12 if physics else 3))
     t = time.perf_counter()
     with ProgressBar(pixels, "rendering", unit="rays") as bar:
-        img = proj(cam, progress=lambda done, total: bar(done))
+        img = proj(cam, progress=lambda done, total: bar(done))  # (1, M, rows, cols): one view
     _say(f"rendered {cam.rows}x{cam.cols} in {time.perf_counter() - t:.3f} s (includes kernel compilation "
          "on first use)")
     meshes = _meshes(args)
     if physics:
-        out = _detector_image(args, proj, cam, img, meshes)
+        out = _detector_image(args, config, proj, cam, img, meshes)
     else:
         _, stack = mass_thickness(cam, proj, meshes, ct_paths=img)
-        out = stack if args.materials else stack.sum(axis=0)
+        out = stack[0] if args.materials else stack[0].sum(axis=0)
     paths = save_image(args.out, out, window=args.window)
     if args.save_camera:
         paths.append(write_text(args.save_camera, cam.to_json() + "\n"))
@@ -202,17 +203,25 @@ def _meshes(args):
     return MeshProjector([load_mesh(m) for m in args.mesh], mats)
 
 
-def _detector_image(args, proj, cam, paths, meshes=None):
+def _xray_config(args):
+    """The physics options as an :class:`engine.XrayConfig` (checked before anything is rendered)."""
+    from .xray_config import XrayConfig
+
+    return XrayConfig(spectrum=args.preset or args.kvp, mono_kev=args.mono, bins=args.bins, scatter=args.scatter,
+                      noise=args.photons if args.noise else None,
+                      output="line_integral" if args.line_integral else "intensity")
+
+
+def _detector_image(args, config, proj, cam, paths, meshes=None):
+    """The (rows, cols) detector image of one camera from its CT paths (1, M, rows, cols) and the meshes."""
     from .simulate import mass_thickness
     from .simulator import Simulator
 
-    spectrum = args.preset or args.kvp
+    spectrum = config.spectrum
     t = time.perf_counter()
-    sim = Simulator(proj, meshes, spectrum=spectrum, mono_kev=args.mono, bins=args.bins, scatter=args.scatter,
-                    noise=args.photons if args.noise else None,
-                    output="line_integral" if args.line_integral else "intensity")
+    sim = Simulator(proj, meshes, config)
     names, stack = mass_thickness(cam, proj, meshes, ct_paths=paths)
-    out = sim.detector_image(stack[[names.index(m) for m in sim.materials]], cam, seed=args.seed)
+    out = sim.detector_image(stack[:, [names.index(m) for m in sim.materials]], cam, seed=args.seed)[0]
     _say(f"simulated ({'mono %g keV' % args.mono if args.mono else spectrum or 'fluoro90'}, scatter "
          f"{'on' if args.scatter else 'off'}, noise {'on' if args.noise else 'off'}) in "
          f"{time.perf_counter() - t:.3f} s")

@@ -1,6 +1,6 @@
 """A scene and its physics built once, rendered per batch of cameras, forwards and backwards: ``Simulator``.
 
-``Simulator(ct, meshes, spectrum=..., scatter=..., noise=...)`` uploads the CT (a :class:`Volume`, or a
+``Simulator(ct, meshes, XrayConfig(spectrum=..., scatter=..., noise=...))`` uploads the CT (a :class:`Volume`, or a
 :class:`VolumeProjector` to share) and holds the meshes (a :class:`MeshProjector`), and keeps one device physics
 chain (:class:`engine.physics.DeviceChain`) per detector pixel pitch.  A call renders a batch of cameras:
 
@@ -30,47 +30,22 @@ import numpy as np
 
 from . import backend
 from .geometry import Camera
-from .physics import Detector, NoiseModel, ScatterModel, Spectrum, get_material, preset, tube_spectrum
 from .volume import Volume, VolumeProjector
 from .volume.projection_grad import ProjectionState
+from .xray_config import XrayConfig, mesh_scales, noise_model, resolve_spectrum, scatter_model
+
+__all__ = ["Simulator", "SimulatorState", "camera_batch", "mesh_scales", "noise_model", "resolve_spectrum"]  # helpers: xray_config
 
 
-def resolve_spectrum(spectrum=None, mono_kev: float | None = None, bins: int = 32) -> Spectrum:
-    """A Spectrum from a Spectrum, a preset name, a kVp (spekpy, 2.5 mm Al), or ``mono_kev`` (keV);
-    default the ``fluoro90`` preset."""
-    if isinstance(bins, bool) or not isinstance(bins, (int, np.integer)) or bins < 1:
-        raise ValueError(f"bins must be a positive whole number of energy bins, got {bins!r}")
-    if mono_kev is not None:
-        if not (np.isfinite(mono_kev) and mono_kev > 0):
-            raise ValueError(f"mono_kev must be a positive energy in keV, got {mono_kev!r}")
-        if spectrum is not None:
-            raise ValueError("give either spectrum or mono_kev, not both")
-        return Spectrum.monochromatic(float(mono_kev))
-    if spectrum is None:
-        return preset("fluoro90", bins=bins)
-    if isinstance(spectrum, Spectrum):
-        return spectrum
-    if isinstance(spectrum, str):
-        return preset(spectrum, bins=bins)
-    return tube_spectrum(float(spectrum), bins=bins)
-
-
-def mesh_scales(materials, densities: dict | None) -> list:
-    """g/cm^2 per mm of each mesh material: density (g/cm^3) / 10; ``densities`` overrides the nominal ones of
-    :func:`engine.physics.get_material` (e.g. titanium 4.506, cortical bone 1.92)."""
-    out = []
-    for name in materials:
-        rho = (densities or {}).get(name, None)
-        rho = get_material(name).density if rho is None else float(rho)
-        if not (np.isfinite(rho) and rho >= 0):
-            raise ValueError(f"density of {name!r} must be a finite number >= 0 g/cm^3, got {rho!r}")
-        out.append(rho / 10.0)
-    return out
-
-
-def noise_model(noise) -> NoiseModel | None:
-    """None, a NoiseModel, or a number of detected photons per pixel of the unattenuated beam."""
-    return noise if isinstance(noise, NoiseModel) or noise is None else NoiseModel(photons=float(noise))
+def camera_batch(cameras) -> list:
+    """A Camera or a non-empty sequence of Cameras sharing the detector shape -> a list of Cameras (one for a
+    Camera): the batch every entry point renders, with a view axis even for one camera."""
+    cams = [cameras] if isinstance(cameras, Camera) else list(cameras)
+    if not cams or any(not isinstance(c, Camera) for c in cams):
+        raise TypeError("expected a Camera or a non-empty sequence of Cameras")
+    if any((c.rows, c.cols) != (cams[0].rows, cams[0].cols) for c in cams):
+        raise ValueError("all cameras of a batch must share the detector shape (rows, cols)")
+    return cams
 
 
 @dataclass(frozen=True, eq=False)
@@ -80,7 +55,6 @@ class SimulatorState:
     its mass thickness)."""
 
     cameras: tuple
-    single: bool
     ct: ProjectionState | None
     mesh: object
     frames: tuple
@@ -96,50 +70,53 @@ class Simulator:
         VolumeProjector is used as it is (shared, not closed here).
     meshes : MeshProjector, optional
         Closed meshes (implants, tools, bones); their path lengths times each material's density.
-    mesh_densities : {material: g/cm^3}, optional
-        Densities of the mesh materials (default: nominal, :func:`engine.physics.get_material`).
-    spectrum, mono_kev, bins : the beam (:func:`resolve_spectrum`); default the ``fluoro90`` preset
-    detector : Detector (default: energy-integrating CsI 0.6 mm)
-    scatter : bool or ScatterModel
-    noise : None, NoiseModel or photons per pixel of the unattenuated beam
-    output : "intensity" (I/I0) or "line_integral" (-ln I/I0)
+    config : XrayConfig, optional
+        The physics: beam, detector, scatter, noise, output units, mesh densities (default ``XrayConfig()``:
+        the ``fluoro90`` preset, no scatter, no noise, ``I/I0``).  Its ``step_mm`` is the sampling of a Volume
+        uploaded here; ``physics`` must be ``"device"``.
+
+    Calls take a Camera or a sequence of Cameras sharing the detector shape and always return a leading view
+    axis: ``(n, rows, cols)`` float32, n = 1 for one Camera (docs/conventions.md, "Return shapes").
 
     Examples
     --------
-    >>> sim = Simulator(volume, meshes, spectrum="fluoro90", scatter=True)     # doctest: +SKIP
+    >>> sim = Simulator(volume, meshes, XrayConfig(spectrum="fluoro90", scatter=True))     # doctest: +SKIP
     >>> images, state = sim.forward(cameras)            # (n, rows, cols)
     >>> grads = sim.vjp(state, dloss_dimages)           # {"ct_pose": (n, 6), "vertices": (V, 3)}
     """
 
-    def __init__(self, ct=None, meshes=None, *, mesh_densities: dict | None = None, spectrum=None,
-                 mono_kev: float | None = None, bins: int = 32, detector: Detector | None = None, scatter=False,
-                 noise=None, output: str = "intensity"):
+    def __init__(self, ct=None, meshes=None, config: XrayConfig | None = None):
         from .mesh import MeshProjector
 
+        config = XrayConfig() if config is None else config
+        if not isinstance(config, XrayConfig):
+            raise TypeError(f"config must be an engine.XrayConfig, got {type(config).__name__}")
+        if config.physics != "device":
+            raise ValueError(f"a Simulator runs the physics on the device: config.physics must be 'device', got "
+                             f"{config.physics!r} (physics='numpy' is for engine.simulate)")
         if ct is None and meshes is None:
             raise ValueError("nothing to render: give a CT (Volume or VolumeProjector) and/or meshes")
-        self._owns_ct = isinstance(ct, Volume)
-        if self._owns_ct:
-            ct = VolumeProjector(ct)
-        elif ct is not None and not isinstance(ct, VolumeProjector):
+        if ct is not None and not isinstance(ct, (Volume, VolumeProjector)):
             raise TypeError(f"ct must be a Volume or a VolumeProjector, got {type(ct).__name__}")
         if meshes is not None and not isinstance(meshes, MeshProjector):
             raise TypeError(f"meshes must be a MeshProjector, got {type(meshes).__name__}")
-        if output not in ("intensity", "line_integral"):
-            raise ValueError(f"output must be 'intensity' or 'line_integral', got {output!r}")
-        sc = ScatterModel() if scatter is True else (scatter or None)
-        if sc is not None and not isinstance(sc, ScatterModel):
-            raise TypeError("scatter must be a bool or a ScatterModel")
+        # everything that can fail is checked before the CT is uploaded
+        spectrum = resolve_spectrum(config.spectrum, config.mono_kev, config.bins)
+        mesh_scale = mesh_scales(meshes.materials, config.mesh_densities) if meshes is not None else []
+        self._owns_ct = isinstance(ct, Volume)
+        if self._owns_ct:
+            ct = VolumeProjector(ct, step_mm=config.step_mm)
+        self.config = config
         self.ct = ct
         self.meshes = meshes
-        self.spectrum = resolve_spectrum(spectrum, mono_kev, bins)
-        self.detector = detector
-        self.scatter = sc
-        self.noise = noise_model(noise)
-        self.output = output
+        self.spectrum = spectrum
+        self.detector = config.detector
+        self.scatter = scatter_model(config.scatter)
+        self.noise = noise_model(config.noise)
+        self.output = config.output
         self.materials = tuple(dict.fromkeys(list(ct.materials if ct is not None else [])
                                              + list(meshes.materials if meshes is not None else [])))
-        self.mesh_scale = mesh_scales(meshes.materials, mesh_densities) if meshes is not None else []
+        self.mesh_scale = mesh_scale
         self._chains = {}
         self._images = None
         self._last_chain = None
@@ -182,28 +159,23 @@ class Simulator:
 
     # ------------------------------------------------------------------ forward
     def __call__(self, cameras, *, seed=None) -> np.ndarray:
-        """Images of a Camera ((rows, cols) float32) or of a list of cameras sharing the detector shape
-        ((n, rows, cols)).  ``seed`` (int, None or numpy Generator) drives the noise: view i of a batch draws
-        from ``seed_u32(seed) + i``, so one camera gives what :func:`engine.simulate` gives with that seed."""
+        """Images of a Camera or of a sequence of Cameras sharing the detector shape: (n, rows, cols) float32,
+        n = 1 for one Camera, in the output's units.  ``seed`` (int, None or numpy Generator) drives the noise:
+        view i of a batch draws from ``seed_u32(seed) + i``, so a batch's view 0 is what one camera gives with
+        that seed."""
         return self._run(cameras, seed, record=False)[0]
 
     def forward(self, cameras, *, seed=None):
-        """Render like :meth:`__call__` and return ``(images, SimulatorState)`` for :meth:`vjp`."""
+        """Render like :meth:`__call__` and return ``(images (n, rows, cols), SimulatorState)`` for :meth:`vjp`."""
         return self._run(cameras, seed, record=True)
 
     def _check_open(self) -> None:
         if self._closed:
             raise RuntimeError("this Simulator is closed (make a new one)")
 
-    def _cameras(self, cameras):
+    def _cameras(self, cameras) -> list:
         self._check_open()
-        single = isinstance(cameras, Camera)
-        cams = [cameras] if single else list(cameras)
-        if not cams or any(not isinstance(c, Camera) for c in cams):
-            raise TypeError("expected a Camera or a non-empty list of Cameras")
-        if any((c.rows, c.cols) != (cams[0].rows, cams[0].cols) for c in cams):
-            raise ValueError("all cameras of a batch must share the detector shape (rows, cols)")
-        return single, cams
+        return camera_batch(cameras)
 
     def _ct_fields(self, cams):
         """view i -> (device field, its index there): the CT's (n, M, rows, cols) image in one buffer when it
@@ -213,11 +185,13 @@ class Simulator:
             return lambda i: (field, i)
         return lambda i: (self.ct.render_field([cams[i]]), 0)
 
-    def _run(self, cameras, seed, record: bool):
+    def _run(self, cameras, seed, record: bool, parts: list | None = None):
+        """(images (n, rows, cols), SimulatorState or None); ``parts``: a list that receives each view's
+        :meth:`DeviceChain.parts` (for :func:`engine.simulate`'s ``return_all``)."""
         from .physics import device_beer_lambert as dbl
         from .physics.device_rng import seed_u32
 
-        single, cams = self._cameras(cameras)
+        cams = self._cameras(cameras)
         n, rows, cols = len(cams), cams[0].rows, cams[0].cols
         ti = backend.ti_module()
         if self._images is None or tuple(self._images.shape) != (n, rows, cols):
@@ -227,12 +201,11 @@ class Simulator:
         ct_view = None
         if self.ct is not None:
             ct_view = self._ct_fields(cams)
-            ct_state = ProjectionState(tuple(cams), single, (n, len(self.ct.materials), rows, cols),
-                                       self.ct.density_version)
+            ct_state = ProjectionState(tuple(cams), (n, len(self.ct.materials), rows, cols), self.ct.density_version)
         if self.meshes is not None:
             mesh_field, _ = self.meshes.render_field(cams, record=record)
             if record:
-                mesh_state = self.meshes.snapshot(single=single)
+                mesh_state = self.meshes.snapshot()
         key0 = seed_u32(seed) if self.noise is not None else 0
         frames = []
         for i, cam in enumerate(cams):
@@ -246,27 +219,45 @@ class Simulator:
             dbl.copy_view(self._images, i, self._detect(chain, cam, key0 + i))
             if record:
                 frames.append(chain.snapshot())
+            if parts is not None:
+                parts.append(chain.parts())
         images = self._images.to_numpy()
-        images = images[0] if single else images
         if not record:
             return images, None
-        return images, SimulatorState(tuple(cams), single, ct_state, mesh_state, tuple(frames))
+        return images, SimulatorState(tuple(cams), ct_state, mesh_state, tuple(frames))
 
-    def detector_image(self, paths, camera: Camera, *, seed=None) -> np.ndarray:
-        """The physics alone on precomputed mass thickness: (M, rows, cols) g/cm^2 per material of
-        :attr:`materials` (e.g. CT line integrals rendered in pieces with a progress bar) -> the (rows, cols)
-        float32 image at ``camera`` (its pixel pitch, distance and shape), noise drawn from ``seed``."""
+    def detector_image(self, paths, cameras, *, seed=None) -> np.ndarray:
+        """The physics alone on precomputed mass thickness, e.g. CT line integrals rendered in pieces with a
+        progress bar.
+
+        Parameters
+        ----------
+        paths : (n, M, rows, cols) array_like
+            g/cm^2 per material of :attr:`materials`, one stack per camera.
+        cameras : Camera or sequence of n Cameras
+            Their pixel pitch, distance and detector shape (the dose, the scatter kernels).
+        seed : int, None or numpy Generator
+            Noise: view i draws from ``seed_u32(seed) + i``, as in :meth:`__call__`.
+
+        Returns
+        -------
+        (n, rows, cols) float32 images in the output's units.
+        """
         from .physics.device_rng import seed_u32
 
-        self._check_open()
+        cams = self._cameras(cameras)
         p = np.asarray(paths, np.float32)
-        if p.shape != (len(self.materials), camera.rows, camera.cols):
-            raise ValueError(f"paths must be ({len(self.materials)}, {camera.rows}, {camera.cols}) (materials "
-                             f"{self.materials}), got {p.shape}")
-        chain = self.chain(camera.pixel_size)
-        chain.reset(camera.rows, camera.cols)
-        chain.add_array(p, self.materials)
-        return self._detect(chain, camera, seed_u32(seed) if self.noise is not None else 0).to_numpy()
+        want = (len(cams), len(self.materials), cams[0].rows, cams[0].cols)
+        if p.shape != want:
+            raise ValueError(f"paths must be {want} (views, materials {self.materials}, rows, cols), got {p.shape}")
+        key0 = seed_u32(seed) if self.noise is not None else 0
+        out = np.empty((len(cams), cams[0].rows, cams[0].cols), np.float32)
+        for i, cam in enumerate(cams):
+            chain = self.chain(cam.pixel_size)
+            chain.reset(cam.rows, cam.cols)
+            chain.add_array(p[i], self.materials)
+            out[i] = self._detect(chain, cam, key0 + i).to_numpy()
+        return out
 
     def _detect(self, chain, camera: Camera, key: int):
         """Run ``chain``'s frame to the detector image at ``camera`` (its dose), noise drawn from the device seed
@@ -288,7 +279,7 @@ class Simulator:
 
         Parameters
         ----------
-        grad : the images' shape ((rows, cols) or (n, rows, cols)), per unit of the output
+        grad : (n, rows, cols), the forward's images' shape, per unit of the output
         ct_pose : return ``"ct_pose"``, (n, 6) per view: d loss / d (rotation vector rad, translation mm) of a
             rigid move of the CT in the world frame about ``center`` (default the volume's centre):
             :meth:`VolumeProjector.vjp`'s convention
@@ -304,19 +295,18 @@ class Simulator:
         n = len(state.cameras)
         rows, cols = state.cameras[0].rows, state.cameras[0].cols
         g = np.asarray(grad, np.float64)
-        want = (rows, cols) if state.single else (n, rows, cols)
+        want = (n, rows, cols)
         if g.shape != want:
             raise ValueError(f"grad has shape {g.shape}, the forward's images {want}")
         if not np.all(np.isfinite(g)):
             raise ValueError("grad contains NaN or inf")
-        g = g.reshape(n, rows, cols)
         gm = np.stack([self.chain(cam.pixel_size).vjp(state.frames[i], g[i])
                        for i, cam in enumerate(state.cameras)]).astype(np.float64)
         out = {"mass_thickness": gm}
         if self.ct is not None and (ct_pose or density):
             idx = [self.materials.index(m) for m in self.ct.materials]
             g_ct = gm[:, idx]
-            got = self.ct.vjp(state.ct, g_ct[0] if state.single else g_ct, pose=ct_pose, density=density, center=center)
+            got = self.ct.vjp(state.ct, g_ct, pose=ct_pose, density=density, center=center)
             if ct_pose:
                 out["ct_pose"] = got["pose"]
             if density:

@@ -64,12 +64,12 @@ def render(arch: str) -> dict:
     out["mesh_vjp"] = raster.vjp(raster_state, np.broadcast_to(ramp, out["mesh_raster"].shape))  # (V, 3)
 
     t = time.perf_counter()
-    sim = engine.simulate(proj, cams[0], meshes=raster, spectrum="fluoro90", scatter=True,
-                          noise=NoiseModel(photons=PHOTONS, electronic_std=ELECTRONIC_STD), seed=SEED,
-                          return_all=True)
+    cfg = engine.XrayConfig(spectrum="fluoro90", scatter=True,
+                            noise=NoiseModel(photons=PHOTONS, electronic_std=ELECTRONIC_STD))
+    sim = engine.simulate(proj, cams[0], raster, cfg, seed=SEED, return_all=True)  # view 0 of each field below
     times["simulate"] = time.perf_counter() - t
-    out.update(image=sim.image, noiseless=sim.noiseless, primary=sim.primary, scatter=sim.scatter,
-               sim_paths=sim.paths, quanta=np.array(sim.quanta_per_pixel), spr=np.array(sim.spr),
+    out.update(image=sim.image[0], noiseless=sim.noiseless[0], primary=sim.primary[0], scatter=sim.scatter[0],
+               sim_paths=sim.paths[0], quanta=np.array(sim.quanta_per_pixel[0]), spr=np.array(sim.spr[0]),
                materials=np.array(sim.materials))
     out["times"] = np.array(json.dumps(times))
     return out

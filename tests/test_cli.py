@@ -95,7 +95,7 @@ def test_ssm_build_and_reconstruct_cli(tmp_path, capsys):
     cams = [engine.carm(primary=a, sid=700, sdd=1000, rows=96, cols=96, pixel_size=5.0) for a in (0, 90)]
     args = []
     for i, cam in enumerate(cams):
-        np.save(tmp_path / f"t{i}.npy", MeshProjector(truth, "bone")(cam)[0])
+        np.save(tmp_path / f"t{i}.npy", MeshProjector(truth, "bone")(cam)[0, 0])
         (tmp_path / f"c{i}.json").write_text(cam.to_json())
         args += ["--camera", str(tmp_path / f"c{i}.json")]
     out = tmp_path / "recon.ply"
@@ -195,9 +195,10 @@ def test_register_cli_brings_a_ct_back_to_its_xrays(small_ct, tmp_path, capsys):
     ct = load_ct(small_ct)
     proj = VolumeProjector(Volume.from_ct(ct))
     args = []
+    cfg = engine.XrayConfig(spectrum="fluoro90", output="line_integral")
     for i, prim in enumerate((0, 90)):
         cam = engine.carm(primary=prim, sid=300, sdd=500, rows=48, cols=48, pixel_size=2.0, isocenter=ct.center)
-        np.save(tmp_path / f"x{i}.npy", engine.simulate(proj, cam, spectrum="fluoro90", output="line_integral"))
+        np.save(tmp_path / f"x{i}.npy", engine.simulate(proj, cam, config=cfg)[0])
         (tmp_path / f"c{i}.json").write_text(cam.to_json())
         args += ["--image", str(tmp_path / f"x{i}.npy"), "--camera", str(tmp_path / f"c{i}.json")]
     out = tmp_path / "reg.json"

@@ -9,8 +9,9 @@ Layers, bottom to top (a module may import its own layer and the layers below, n
 2. ``volume`` | ``mesh`` | ``metrics`` (surface distances between meshes) | ``phantoms`` (the LLP26 pelvis and
    the pelvis CT phantom made from it: data built on meshes, used by the shape models above).
 3. ``physics``.
-4. ``simulate`` | ``simulator``, and the package ``engine`` itself (its ``__init__`` re-exports ``simulate``,
-   ``Simulator``, ``Camera``, ``load_ct``, so it sits with them: ``import engine`` is for layer 4 and up).
+4. ``simulate`` | ``simulator`` | ``xray_config`` (their physics settings), and the package ``engine`` itself (its
+   ``__init__`` re-exports ``simulate``, ``Simulator``, ``XrayConfig``, ``Camera``, ``load_ct``, so it sits with
+   them: ``import engine`` is for layer 4 and up).
 5. ``ssm``.
 6. ``recon`` | ``registration``.
 7. ``torch`` | ``dataset``.
@@ -42,7 +43,7 @@ LAYERS = [  # (rank, first component(s) below ``engine``)
     (1, ("geometry",)),
     (2, ("volume", "mesh", "metrics", "phantoms")),
     (3, ("physics",)),
-    (4, ("simulate", "simulator", "")),  # "": the package engine/__init__.py
+    (4, ("simulate", "simulator", "xray_config", "")),  # "": the package engine/__init__.py
     (5, ("ssm",)),
     (6, ("recon", "registration")),
     (7, ("torch", "dataset")),

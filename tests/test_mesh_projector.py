@@ -47,10 +47,10 @@ def test_icosphere_against_chord_and_brute_force():
     errs = []
     for level in (2, 3, 4):
         s = icosphere(30.0, level)
-        img = MeshProjector(s, "bone", precision=64)(cam)[0]
+        img = MeshProjector(s, "bone", precision=64)(cam)[0, 0]
         ref = brute_force_lengths(s.vertices, s.faces, src, tgt.reshape(-1, 3)).reshape(40, 40)
         np.testing.assert_allclose(img, ref, atol=1e-4)  # exact for the mesh itself (output is float32)
-        img32 = MeshProjector(s, "bone")(cam)[0]
+        img32 = MeshProjector(s, "bone")(cam)[0, 0]
         np.testing.assert_allclose(img32, ref, atol=5e-3)  # float32 kernel: t ~ 0.6 of a 500 mm ray
         errs.append(np.abs(img - chord)[inner].mean())
     # facets converge to the sphere: the sag, and so the chord error, falls ~4x per subdivision
@@ -65,7 +65,7 @@ def test_box_exact_and_rays_through_shared_edges_and_vertices():
 
     cam = from_source_detector(source=[0, 0, -1e5], detector_center=[0, 0, 100], u_axis=[1, 0, 0],
                                v_axis=[0, 1, 0], rows=9, cols=9, pixel_size=5.0)
-    img = MeshProjector(cube, "bone")(cam)[0]
+    img = MeshProjector(cube, "bone")(cam)[0, 0]
     src, tgt = cam.rays()
     ref = box_chord(src, tgt, np.full(3, -10.0), np.full(3, 10.0))
     # interior rays give 20 mm; rays exactly on the silhouette (x or y = +-10) give whatever the closed-box
@@ -84,7 +84,7 @@ def test_nested_meshes_and_materials():
     outer, inner = icosphere(30.0, 3), icosphere(15.0, 3)
     cam = carm(sid=300, sdd=500, rows=24, cols=24, pixel_size=3.0)
     mp = MeshProjector([outer, inner], ["bone", "cancellous_bone"])
-    img = mp(cam)
+    img = mp(cam)[0]  # (M, rows, cols) of the one view
     assert mp.materials == ("bone", "cancellous_bone")
     src, tgt = cam.rays()
     flat = tgt.reshape(-1, 3)
@@ -109,7 +109,7 @@ def test_open3d_hit_counts_agree():
     rays = np.concatenate([np.broadcast_to(src, d.shape), d], axis=1).astype(np.float32)
     hits = scene.count_intersections(o3d.core.Tensor(rays)).numpy()
     first = scene.cast_rays(o3d.core.Tensor(rays))["t_hit"].numpy()
-    img = MeshProjector(s, "bone")(cam)[0].ravel()
+    img = MeshProjector(s, "bone")(cam)[0, 0].ravel()
     assert np.all((hits == 2) == (img > 1e-3))  # every ray that enters leaves: two hits exactly where L > 0
     both = hits == 2
     # entry distance from open3d (t in units of |d|) and the exit implied by L give a chord inside the box
@@ -206,7 +206,7 @@ def test_rays_exactly_through_vertices_count_once(precision):
             v = np.cross(n, u)
             cam = from_source_detector(source=c - 100 * n, detector_center=c + 100 * n, u_axis=u, v_axis=v,
                                        rows=1, cols=1, pixel_size=1.0)
-            assert mp(cam)[0, 0, 0] == pytest.approx(24.0, rel=1e-6), (axis, sign)
+            assert mp(cam)[0, 0, 0, 0] == pytest.approx(24.0, rel=1e-6), (axis, sign)
 
 
 def test_soft_edges_let_outlines_feel_the_target_and_match_finite_differences():
@@ -250,7 +250,7 @@ def test_supersampling_is_the_block_mean_of_sub_pixel_rays_and_its_vjp_matches_f
     mp = MeshProjector(make_mesh(verts, base.faces), "bone", precision=64, supersample=3)
     fine = MeshProjector(make_mesh(verts, base.faces), "bone", precision=64)(cam.subdivided(3))
     img = mp(cam)
-    assert img.shape == (1, 20, 18)
+    assert img.shape == (1, 1, 20, 18)
     np.testing.assert_allclose(img, bin_image(fine, 3), atol=1e-12)
     # end to end, outline included: a loss over every pixel, grown and shifted along random vertex directions;
     # sub-pixel rays make the image smoother, but steps must still stay below the distance to the next kink
@@ -280,7 +280,7 @@ def test_supersampling_approaches_the_pixel_area_mean_of_the_exact_chord():
     fine = cam.subdivided(16)
     src, tgt = fine.rays()
     truth = bin_image(sphere_chord(src, tgt, 20.0), 16)
-    errs = [np.abs(MeshProjector(sphere, "bone", supersample=s)(cam)[0] - truth).mean() for s in (1, 4)]
+    errs = [np.abs(MeshProjector(sphere, "bone", supersample=s)(cam)[0, 0] - truth).mean() for s in (1, 4)]
     assert errs[1] < errs[0] / 10, errs  # measured: 0.126 vs 0.0057 mm
 
 
@@ -298,7 +298,7 @@ def test_every_ray_through_a_fine_closed_mesh_hits_it_an_even_number_of_times(pr
     mp = MeshProjector(mesh, "bone", precision=precision, method=method, max_hits=16)
     for prim, sec in ((0, 0), tuple(rng.uniform(-60, 60, 2))):
         cam = carm(primary=prim, secondary=sec, sid=300, sdd=500, rows=384, cols=384, pixel_size=0.4)
-        img = mp(cam)[0]
+        img = mp(cam)[0, 0]
         hits = mp.hit_counts()[0]
         assert (hits > 0).sum() > 40_000  # the mesh covers most of the detector
         odd = np.flatnonzero(hits.astype(np.int64) % 2)
@@ -315,8 +315,8 @@ def test_two_forwards_then_two_vjps_in_either_order_with_the_vertices_moved_betw
     v1 = v0 + rng.normal(0, 0.5, v0.shape)
     cam0 = carm(primary=15, secondary=5, sid=200, sdd=400, rows=16, cols=16, pixel_size=1.5)
     cam1 = carm(primary=-40, secondary=20, sid=200, sdd=400, rows=12, cols=14, pixel_size=2.0)
-    w0 = rng.standard_normal((1, 16, 16))
-    w1 = rng.standard_normal((1, 12, 14))
+    w0 = rng.standard_normal((1, 1, 16, 16))
+    w1 = rng.standard_normal((1, 1, 12, 14))
 
     def reference(v, cam, w):
         p = MeshProjector(make_mesh(v, base.faces), "bone", precision=64)

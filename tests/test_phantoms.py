@@ -322,7 +322,7 @@ def test_asset_iliac_wings_project_without_moire():
     proj = VolumeProjector(Volume(density=excess, materials=("bone_excess",), world_from_index=ct.world_from_index))
     for x in (-90.0, 90.0):
         cam = carm(primary=0, sid=750, sdd=1200, isocenter=(x, 5.0, 50.0), rows=300, cols=300, pixel_size=0.4)
-        img = proj(cam)[0]
+        img = proj(cam)[0, 0]
         wing = ndimage.binary_erosion(img > 0.05, iterations=8)
         band = ndimage.gaussian_filter(img, 0.7) - ndimage.gaussian_filter(img, 2.0)
         assert wing.sum() > 20000

@@ -190,15 +190,17 @@ def test_simulate_mesh_implant_in_a_ct():
     implant = MeshProjector(icosphere(5.0, 3, center=ct.center), "titanium")
     cam = carm(sid=300, sdd=500, rows=21, cols=21, pixel_size=1.0, isocenter=ct.center)
     names, paths = mass_thickness(cam, vol, implant)
-    assert names == ("air", "soft_tissue", "bone", "titanium")
-    lengths = implant(cam)[0]
+    assert names == ("air", "soft_tissue", "bone", "titanium") and paths.shape == (1, 4, 21, 21)
+    paths = paths[0]
+    lengths = implant(cam)[0, 0]
     np.testing.assert_allclose(paths[3], lengths * 4.506 / 10, rtol=1e-6)
-    np.testing.assert_allclose(paths[1], vol(cam)[1], rtol=1e-6)
-    with_implant = engine.simulate(vol, cam, meshes=implant, mono_kev=60.0)
-    without = engine.simulate(vol, cam, mono_kev=60.0)
+    np.testing.assert_allclose(paths[1], vol(cam)[0, 1], rtol=1e-6)
+    mono = engine.XrayConfig(mono_kev=60.0)
+    with_implant = engine.simulate(vol, cam, implant, mono)[0]
+    without = engine.simulate(vol, cam, config=mono)[0]
     mu_ti = get_material("titanium").mass_attenuation(60.0)[0]
     np.testing.assert_allclose(with_implant, without * np.exp(-mu_ti * paths[3]), rtol=1e-4)
-    only = engine.simulate(None, cam, meshes=implant, mono_kev=60.0)
+    only = engine.simulate(None, cam, implant, mono)[0]
     assert only[10, 10] < 0.5 and only[0, 0] == pytest.approx(1.0)
     with pytest.raises(ValueError, match="nothing to render"):
         mass_thickness(cam)

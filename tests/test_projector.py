@@ -16,7 +16,7 @@ pytestmark = pytest.mark.kernel  # a GPU kernel's test: CI runs it again with EN
 
 def _mm(proj, cam):
     """Line integral of material 0 in density x mm (g/cm^2 x 10)."""
-    return proj(cam)[0].astype(np.float64) * 10.0
+    return proj(cam)[0, 0].astype(np.float64) * 10.0
 
 
 # ----------------------------------------------------------------- closed forms
@@ -201,7 +201,7 @@ def test_batch_equals_single_renders_and_buffers_are_reused():
     for cam, img in zip(cams, batch):
         np.testing.assert_array_equal(proj([cam])[0], img)  # same kernel, same arithmetic
     single = proj(cams[1])
-    assert single.shape == (1, 20, 24)
+    assert single.shape == (1, 1, 20, 24)  # one Camera: still a view axis
     proj(cams)
     assert proj._out is not buf or proj._out.shape == buf.shape
 
@@ -214,7 +214,7 @@ def test_material_channels_and_units():
     vol = Volume(density=dens, materials=("water", "bone"), world_from_index=np.diag([2.0, 2.0, 2.0, 1.0]))
     cam = carm(sid=200, sdd=400, rows=3, cols=3, pixel_size=0.5, isocenter=vol.center)
     img = VolumeProjector(vol)(cam)
-    np.testing.assert_allclose(img[:, 1, 1], [4.0, 7.4], rtol=1e-5)  # 40 mm of each
+    np.testing.assert_allclose(img[0, :, 1, 1], [4.0, 7.4], rtol=1e-5)  # 40 mm of each
 
 
 def test_float16_storage_is_close_to_float32():
@@ -230,7 +230,7 @@ def test_detector_that_sees_nothing_warns_and_returns_zeros():
     cam = carm(sid=100, sdd=200, rows=8, cols=8, pixel_size=1.0, isocenter=(500.0, 0, 0))
     with pytest.warns(RuntimeWarning, match="sees none of the volume"):
         img = VolumeProjector(vol)(cam)
-    assert img.shape == (1, 8, 8) and not img.any()
+    assert img.shape == (1, 1, 8, 8) and not img.any()
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         VolumeProjector(vol)(carm(sid=100, sdd=200, rows=8, cols=8, pixel_size=1.0))

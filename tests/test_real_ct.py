@@ -42,7 +42,7 @@ def test_spine_and_ribs_project_onto_bone(chest, primary):
     """Pixels onto which vertebra and rib voxels project hold far more bone than those of the lungs."""
     ct, labels, names, proj = chest
     cam = carm(primary=primary, sid=800, sdd=1200, rows=200, cols=200, pixel_size=3.0, isocenter=ct.center)
-    bone = proj(cam)[2]
+    bone = proj(cam)[0, 2]
     lung = np.median(_bone_at_voxels(ct, labels, names["lung_upper_lobe_left"], cam, bone))
     # background: the lungs in AP; in the lateral view they lie behind the contrast-filled heart and the
     # arms, so the liver (no bone in front of or behind it laterally) serves instead
@@ -62,7 +62,7 @@ def test_ap_view_is_radiological(chest):
     spleen = cam.project_points(_label_centroid(ct, labels, names["spleen"]))
     assert liver[0] < 64 < spleen[0]
     # the liver's projected centroid is dense soft tissue: more soft tissue there than in the lungs
-    soft = proj(cam)[1]
+    soft = proj(cam)[0, 1]
     lung = cam.project_points(_label_centroid(ct, labels, names["lung_upper_lobe_left"]))
     s = lambda uv: soft[int(round(uv[1])), int(round(uv[0]))]  # noqa: E731
     assert s(liver) > s(lung)
@@ -89,8 +89,8 @@ def test_vertebra_mesh_distance_map_matches_ct_projection_of_its_mask(chest_ct_d
     centre = mesh.vertices.mean(0)
     for primary in (0, 90):
         cam = carm(primary=primary, sid=600, sdd=900, rows=96, cols=96, pixel_size=1.0, isocenter=centre)
-        dist = MeshProjector(mesh, "bone")(cam)[0]
-        ct_mm = VolumeProjector(vol)(cam)[0] * 10.0  # g/cm^2 of density 1 -> mm
+        dist = MeshProjector(mesh, "bone")(cam)[0, 0]
+        ct_mm = VolumeProjector(vol)(cam)[0, 0] * 10.0  # g/cm^2 of density 1 -> mm
         inside = (dist > 5) & (ct_mm > 5)
         assert inside.sum() > 500
         # the mesh is the 0.5 iso-surface of the trilinear mask, the CT projector integrates the same

@@ -10,7 +10,7 @@ import pytest
 from scipy.ndimage import gaussian_filter
 
 import engine
-from engine import Simulator
+from engine import Simulator, XrayConfig
 from engine.geometry import carm
 from engine.mesh import MeshProjector, icosphere
 from engine.mesh.pose import perturb
@@ -50,28 +50,29 @@ def _scene(precision=64):
 def test_batch_equals_simulate_view_by_view_device_and_numpy_noise_by_seed():
     vol, mp, cams = _scene(precision=32)
     proj = VolumeProjector(vol)
-    sim = Simulator(proj, mp, spectrum="fluoro90", bins=8, scatter=SCATTER, output="line_integral")
+    sim = Simulator(proj, mp, XrayConfig(spectrum="fluoro90", bins=8, scatter=SCATTER, output="line_integral"))
     assert sim.materials == ("soft_tissue", "bone", "titanium")
     imgs = sim(cams)
     assert imgs.shape == (2, ROWS, COLS) and imgs.dtype == np.float32
+    ref_cfg = XrayConfig(spectrum=sim.spectrum, scatter=SCATTER, output="line_integral", physics="numpy")
     for i, cam in enumerate(cams):
-        kw = dict(meshes=mp, spectrum=sim.spectrum, scatter=SCATTER, output="line_integral")
-        ref = engine.simulate(proj, cam, physics="numpy", **kw)
+        ref = engine.simulate(proj, cam, mp, ref_cfg)[0]
         np.testing.assert_allclose(imgs[i], ref, rtol=0, atol=2e-5 * np.abs(ref).max())
-        assert np.array_equal(sim(cam), imgs[i])
-    noisy = Simulator(proj, mp, spectrum=sim.spectrum, noise=3e3)
+        assert np.array_equal(sim(cam), imgs[i:i + 1])
+    noisy = Simulator(proj, mp, XrayConfig(spectrum=sim.spectrum, noise=3e3))
     a, b = noisy(cams, seed=4), noisy(cams, seed=4)
     assert np.array_equal(a, b) and not np.array_equal(a, noisy(cams, seed=5))
     assert not np.array_equal(a[0], a[1])
-    single = engine.simulate(proj, cams[0], meshes=mp, spectrum=sim.spectrum, noise=3e3, seed=4)
-    assert np.array_equal(a[0], single)  # view 0 of a batch is simulate's image with that seed
+    single = engine.simulate(proj, cams[0], mp, noisy.config, seed=4)
+    assert np.array_equal(a[:1], single)  # view 0 of a batch is simulate's image with that seed
+    assert np.array_equal(a, engine.simulate(proj, cams, mp, noisy.config, seed=4))  # simulate batches too
 
 
 def test_vjp_is_the_chain_of_the_stage_vjps():
     """d loss / d (pose, densities, vertices) = projector VJPs of the NumPy chain's (float64) VJP."""
     vol, mp, cams = _scene()
     proj = VolumeProjector(vol, storage="f64")
-    sim = Simulator(proj, mp, spectrum="fluoro90", bins=8, scatter=SCATTER, output="line_integral")
+    sim = Simulator(proj, mp, XrayConfig(spectrum="fluoro90", bins=8, scatter=SCATTER, output="line_integral"))
     imgs, state = sim.forward(cams)
     g = np.random.default_rng(3).standard_normal(imgs.shape)
     got = sim.vjp(state, g, density=True)
@@ -110,8 +111,8 @@ def test_end_to_end_central_differences_pose_vertices_densities():
     steps and tolerance sized for it)."""
     vol, mp, cams = _scene()
     rng = np.random.default_rng(8)
-    kw = dict(spectrum="fluoro90", bins=8, scatter=SCATTER, output="line_integral")
-    sim = Simulator(VolumeProjector(vol, storage="f64"), mp, **kw)
+    cfg = XrayConfig(spectrum="fluoro90", bins=8, scatter=SCATTER, output="line_integral")
+    sim = Simulator(VolumeProjector(vol, storage="f64"), mp, cfg)
     imgs, state = sim.forward(cams)
     w = rng.standard_normal(imgs.shape)
     grads = sim.vjp(state, w, density=True)
@@ -120,8 +121,8 @@ def test_end_to_end_central_differences_pose_vertices_densities():
     def loss_pose(view, x):  # the CT alone moved (the meshes stay): a new Volume with the moved affine
         moved = Volume(density=vol.density, materials=vol.materials,
                        world_from_index=perturb(np.eye(4), x[:3], x[3:], center=c) @ vol.world_from_index)
-        s = Simulator(VolumeProjector(moved, storage="f64"), mp, **kw)
-        return float((s(cams[view]).astype(np.float64) * w[view]).sum())
+        s = Simulator(VolumeProjector(moved, storage="f64"), mp, cfg)
+        return float((s(cams[view])[0].astype(np.float64) * w[view]).sum())
 
     for view in range(2):
         v = rng.standard_normal(6)
@@ -151,7 +152,7 @@ def test_end_to_end_central_differences_pose_vertices_densities():
     def loss_d(t):
         moved = Volume(density=np.maximum(vol.density + t * D, 0), materials=vol.materials,
                        world_from_index=vol.world_from_index)
-        return float((Simulator(VolumeProjector(moved, storage="f64"), mp, **kw)(cams).astype(np.float64) * w).sum())
+        return float((Simulator(VolumeProjector(moved, storage="f64"), mp, cfg)(cams).astype(np.float64) * w).sum())
 
     assert (vol.density - 1e-2 * np.abs(D) > 0).all()  # no clipping at the step used
     fd = (loss_d(1e-2) - loss_d(-1e-2)) / 2e-2
@@ -165,7 +166,11 @@ def test_errors_name_the_problem():
     with pytest.raises(TypeError, match="Volume or a VolumeProjector"):
         Simulator(vol.density)
     with pytest.raises(ValueError, match="density of 'titanium'"):
-        Simulator(None, mp, mesh_densities={"titanium": -1})
+        Simulator(None, mp, XrayConfig(mesh_densities={"titanium": -1}))
+    with pytest.raises(TypeError, match="XrayConfig"):
+        Simulator(vol, mp, {"noise": 1e4})
+    with pytest.raises(ValueError, match="config.physics"):
+        Simulator(vol, mp, XrayConfig(physics="numpy"))
     sim = Simulator(vol, mp)
     with pytest.raises(ValueError, match="share the detector shape"):
         sim([cams[0], carm(rows=5, cols=5, pixel_size=1.0)])

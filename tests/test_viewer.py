@@ -200,7 +200,7 @@ def test_watching_a_registration_headless_draws_the_estimate_and_the_loss_curve(
     proj = VolumeProjector(Volume.from_ct(ct))
     cams = [engine.carm(primary=p, sid=750, sdd=1150, isocenter=ct.center, rows=64, cols=64, pixel_size=6.0)
             for p in (0, 90)]
-    targets = [engine.simulate(proj, c, mono_kev=60, output="line_integral") for c in cams]
+    targets = list(engine.simulate(proj, cams, config=engine.XrayConfig(mono_kev=60, output="line_integral")))
     reg = Registration(proj, cams, targets, similarity="ncc")
     try:
         w = Watcher(targets, cams, show_window=False, out_dir=tmp_path, every=10)

@@ -43,7 +43,7 @@ def test_lateral_shows_anterior_on_the_left_and_ap_is_head_up(phantom):
     body = pelvis_bodies()
     sacrum = np.argmin([abs(v[body == b, 0].mean()) for b in range(3)])
     lat = carm(primary=90, sid=750, sdd=1150, rows=160, cols=160, pixel_size=3.0)
-    bone = proj(lat)[2]
+    bone = proj(lat)[0, 2]
     cols = bone.sum(0)
     # the sacrum is posterior: in a left lateral view it lies right of the pubis (anterior, image left)
     u_sacrum = lat.project_points(v[body == sacrum].mean(0))[0]
@@ -51,7 +51,7 @@ def test_lateral_shows_anterior_on_the_left_and_ap_is_head_up(phantom):
     assert u_pubis < u_sacrum
     assert cols[: int(u_pubis) - 8].sum() < 0.05 * cols.sum()  # almost no bone in front of the pubis
     ap = carm(primary=0, sid=750, sdd=1150, rows=160, cols=160, pixel_size=3.0)
-    rows = proj(ap)[2].sum(1)
+    rows = proj(ap)[0, 2].sum(1)
     crest_row = ap.project_points(v[np.argmax(v[:, 2])])[1]
     ischium_row = ap.project_points(v[np.argmin(v[:, 2])])[1]
     assert crest_row < ischium_row  # head towards row 0

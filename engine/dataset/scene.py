@@ -179,6 +179,7 @@ class CTScene:
         """Everything of sample ``s`` (see the module doc)."""
         from ..mesh.pose import perturb
         from ..simulator import Simulator
+        from ..xray_config import XrayConfig
 
         p = self.plan
         cam = self.camera(s)
@@ -190,17 +191,17 @@ class CTScene:
                 verts.append(base @ m[:3, :3].T + m[:3, 3])
             self.meshes.set_vertices(np.concatenate(verts))
         kvp_used, spec = self.spectrum(s.kvp)
-        sim = Simulator(self.proj, self.meshes, spectrum=spec, scatter=p.scatter, noise=s.photons, output=p.output)
-        image = sim(cam, seed=s.noise_seed)
+        config = XrayConfig(spectrum=spec, scatter=p.scatter, noise=s.photons, output=p.output)
+        image = Simulator(self.proj, self.meshes, config)(cam, seed=s.noise_seed)[0]  # every call: (n, ...)
         ind, dens = [], []
         for lp in self.label_projs:
-            img = lp(cam)
+            img = lp(cam)[0]
             ind += list(img[0::2])
             dens += list(img[1::2])
         shape = (0, p.rows, p.cols)
         masks = (np.stack(ind) * 10.0 >= self.mask_threshold_mm).astype(np.uint8) if ind else np.zeros(shape, np.uint8)
         lines = np.stack(dens).astype(np.float32) if dens else np.zeros(shape, np.float32)
-        lengths = self.meshes(cam, record=False).astype(np.float32) if self.meshes is not None else \
+        lengths = self.meshes(cam, record=False)[0].astype(np.float32) if self.meshes is not None else \
             np.zeros(shape, np.float32)
         lms = []
         for name, structure, x in self.landmarks:

@@ -70,15 +70,14 @@ STACK = 64
 @dataclass(frozen=True, eq=False)
 class MeshProjectionState:
     """What :meth:`MeshProjector.vjp` needs of one :meth:`MeshProjector.forward`, held apart from the projector's
-    reusable buffers: the vertices, ray table and recorded hits of that render (device copies), its detector
-    shape (sub-pixel rows and cols) and whether one camera was given.  Freed with the object."""
+    reusable buffers: the vertices, ray table and recorded hits of that render (device copies) and its detector
+    shape (sub-pixel rows and cols).  Freed with the object."""
 
     verts: object
     views: object
     hit_tri: object
     hit_n: object
     shape: tuple  # (n, rows, cols) of sub-pixel rays
-    single: bool
 
 
 def _arrays(ti, real):
@@ -446,7 +445,7 @@ class MeshProjector:
 
         Parameters
         ----------
-        cameras : Camera or list of Camera
+        cameras : Camera or sequence of Camera
             One camera, or several sharing the detector shape (rendered in one launch).
         record : bool
             Record the hits for :meth:`vjp`.  ``False`` is faster, and then :meth:`vjp` is unavailable until
@@ -455,13 +454,11 @@ class MeshProjector:
         Returns
         -------
         np.ndarray
-            (M, rows, cols) mm for one Camera, (n, M, rows, cols) for a list (float32, or float64 with
-            ``precision=64``); M = ``len(self.materials)``.
+            (n, M, rows, cols) mm, n = 1 for one Camera (always a view axis: docs/conventions.md, "Return
+            shapes"), float32, or float64 with ``precision=64``; M = ``len(self.materials)``.
         """
-        single = isinstance(cameras, Camera)
         field, shape = self._render(cameras, record)
-        img = self._read(field, shape, self._np_real)  # float32, or float64 with precision=64
-        return img[0] if single else img
+        return self._read(field, shape, self._np_real)  # float32, or float64 with precision=64
 
     def render_field(self, cameras, record: bool = True):
         """Render like :meth:`__call__` but leave the finished image on the device.
@@ -478,10 +475,9 @@ class MeshProjector:
     def _render(self, cameras, record: bool):
         """Trace the rays and finish the image on the device (block mean, blur); returns (flat field, shape)."""
         self._check_open()
-        single = isinstance(cameras, Camera)
-        cams = [cameras] if single else list(cameras)
+        cams = [cameras] if isinstance(cameras, Camera) else list(cameras)
         if not cams or any(not isinstance(c, Camera) for c in cams):
-            raise TypeError("expected a Camera or a non-empty list of Cameras")
+            raise TypeError("expected a Camera or a non-empty sequence of Cameras")
         rows, cols = cams[0].rows, cams[0].cols
         if any((c.rows, c.cols) != (rows, cols) for c in cams):
             raise ValueError("all cameras of a batch must share the detector shape")
@@ -523,17 +519,17 @@ class MeshProjector:
         Returns
         -------
         image : np.ndarray
-            As :meth:`__call__` returns it.
+            (n, M, rows, cols), as :meth:`__call__` returns it.
         state : MeshProjectionState
             Device copies of this render's vertices, rays and hits: renders, vertex moves and VJPs may then
             interleave in any order (``vjp(state, grad)``).
         """
         img = self(cameras, record=True)
-        return img, self.snapshot(single=img.ndim == 3)
+        return img, self.snapshot()
 
-    def snapshot(self, single: bool = False) -> "MeshProjectionState":
+    def snapshot(self) -> "MeshProjectionState":
         """The saved state of the last recorded render (:meth:`forward` returns it; a device user of
-        :meth:`render_field` takes it after the render).  ``single``: that render was of one Camera."""
+        :meth:`render_field` takes it after the render)."""
         self._check_open()
         if self._last is None:
             raise RuntimeError("render with record=True before taking a snapshot")
@@ -551,7 +547,7 @@ class MeshProjector:
             views=copy("views", self.real, n * VIEW_STRIDE),
             hit_tri=copy("hit_tri", self._ti.i32, npix * self.max_hits),
             hit_n=copy("hit_n", self._ti.f32, npix),
-            shape=(n, rows, cols), single=bool(single))
+            shape=(n, rows, cols))
 
     def hit_counts(self) -> np.ndarray:
         """Hits per ray of the last recorded render, (n, rows, cols) float32 (sub-pixel rays with supersampling;
@@ -570,7 +566,7 @@ class MeshProjector:
             From :meth:`forward` (or :meth:`snapshot`): the render to differentiate, at the vertices it was made
             with (nothing is taken from the last call).
         grad_lengths : array_like
-            Same shape as that render's output: (M, rows, cols) or (n, M, rows, cols), per mm of path length.
+            That render's output shape, (n, M, rows, cols), per mm of path length.
 
         Returns
         -------
@@ -587,8 +583,6 @@ class MeshProjector:
         n, rows, cols = shape
         n_mat, ss = len(self.materials), self.supersample
         g = np.asarray(grad_lengths, np.float64)
-        if g.ndim == 3:
-            g = g[None]
         if g.ndim != 4 or (g.shape[0], g.shape[1], g.shape[2] * ss, g.shape[3] * ss) != (n, n_mat, rows, cols):
             raise ValueError(f"gradient shape {g.shape} differs from the output's "
                              f"{(n, n_mat, rows // ss, cols // ss)}")

@@ -27,13 +27,15 @@ class _Lengths(torch.autograd.Function):
 
 class MeshLengths(torch.nn.Module):
     """Path lengths (mm) through a :class:`engine.mesh.MeshProjector`'s meshes, per material, as a function of
-    all their vertices (V, 3) (world mm, stacked in the projector's order): ``(n, M, rows, cols)`` for a list of
-    cameras, ``(M, rows, cols)`` for one."""
+    all their vertices (V, 3) (world mm, stacked in the projector's order): ``(n, M, rows, cols)`` for n cameras
+    (a Camera or a sequence; n = 1 for one Camera)."""
 
     def __init__(self, projector, cameras):
         super().__init__()
+        from ..geometry import Camera
+
         self.projector = projector
-        self.cameras = cameras
+        self.cameras = [cameras] if isinstance(cameras, Camera) else list(cameras)
 
     def forward(self, vertices: torch.Tensor) -> torch.Tensor:
         n = int(self.projector.vertex_offsets[-1])

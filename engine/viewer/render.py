@@ -48,15 +48,16 @@ class SceneRenderer:
         self._sims = {}
         self.center = volume.center if volume is not None else self.mesh_points.mean(axis=0)
 
-    def simulator(self, state):
-        """The Simulator of the state's physics settings (built once per combination)."""
+    def simulator(self, state, photons: float | None = None):
+        """The Simulator of the state's physics settings (built once per combination: cached by its
+        :class:`engine.XrayConfig`); ``photons`` replaces the state's dose (per pixel) when noise is on."""
         from ..simulator import Simulator
+        from ..xray_config import XrayConfig
 
-        key = (round(state.kvp), bool(state.scatter), float(state.photons) if state.noise else None,
-               bool(state.line_integral))
-        return self._cached(key, lambda: Simulator(self.ct, self.meshes, spectrum=self._spectrum(key[0]), bins=32,
-                                                   scatter=key[1], noise=key[2],
-                                                   output="line_integral" if key[3] else "intensity"))
+        dose = float(state.photons if photons is None else photons) if state.noise else None
+        config = XrayConfig(spectrum=self._spectrum(round(state.kvp)), scatter=bool(state.scatter), noise=dose,
+                            output="line_integral" if state.line_integral else "intensity")
+        return self._cached(config, lambda: Simulator(self.ct, self.meshes, config))
 
     def _spectrum(self, kvp):
         """The spectrum of a kVp, computed once (spekpy takes ~1 s)."""
@@ -78,18 +79,11 @@ class SceneRenderer:
     def image(self, state, resolution: int | None = None) -> np.ndarray:
         """(n, n) float32 image of the state (``resolution`` pixels per side; default the state's)."""
         cam = state.camera(resolution)
-        sim = self.simulator(state)
         if resolution is None or not state.noise:
-            return sim(cam, seed=state.seed)
+            return self.simulator(state)(cam, seed=state.seed)[0]
         # a coarser preview keeps the full-resolution dose per area: photons scale with the pixel area
-        from ..simulator import Simulator
-
         f = (state.resolution / cam.rows) ** 2
-        preview = self._cached(("preview",) + (round(state.kvp), bool(state.scatter), state.photons * f,
-                                               bool(state.line_integral)),
-                               lambda: Simulator(self.ct, self.meshes, spectrum=sim.spectrum, scatter=sim.scatter,
-                                                 noise=state.photons * f, output=sim.output))
-        return preview(cam, seed=state.seed)
+        return self.simulator(state, photons=state.photons * f)(cam, seed=state.seed)[0]
 
     def close(self) -> None:
         self._sims.clear()

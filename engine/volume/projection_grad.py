@@ -16,11 +16,10 @@ import numpy as np
 
 @dataclass(frozen=True)
 class ProjectionState:
-    """What :meth:`VolumeProjector.vjp` needs of a :meth:`VolumeProjector.forward`: its cameras, whether one
-    camera was given (images without the batch axis), and the full (n, M, rows, cols) image shape."""
+    """What :meth:`VolumeProjector.vjp` needs of a :meth:`VolumeProjector.forward`: its cameras and the
+    (n, M, rows, cols) image shape."""
 
     cameras: tuple
-    single: bool
     shape: tuple
     version: int = 0  # the projector's density version (VolumeProjector.set_density)
 

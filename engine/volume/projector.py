@@ -300,8 +300,7 @@ class VolumeProjector:
     def _cameras(self, cameras) -> list:
         if self.closed:
             raise RuntimeError("this VolumeProjector is closed: its device memory was freed (make a new one)")
-        single = isinstance(cameras, Camera)
-        cams = [cameras] if single else list(cameras)
+        cams = [cameras] if isinstance(cameras, Camera) else list(cameras)
         if not cams:
             raise ValueError("no cameras given")
         for c in cams:
@@ -354,12 +353,10 @@ class VolumeProjector:
 
         Returns
         -------
-        (M, rows, cols) float32 for one camera, (n, M, rows, cols) for a sequence;
-        g/cm^2 per material, in the order of ``self.materials``.
+        (n, M, rows, cols) float32 (float64 with ``storage="f64"``), n = 1 for one Camera (always a view axis:
+        docs/conventions.md, "Return shapes"); g/cm^2 per material, in the order of ``self.materials``.
         """
-        single = isinstance(cameras, Camera)
-        img = self._render(self._cameras(cameras), progress)
-        return img[0] if single else img
+        return self._render(self._cameras(cameras), progress)
 
     def samples_per_ray(self) -> int:
         """An upper bound of the samples one ray takes: voxel planes crossed (plane sampling) or the volume's
@@ -451,16 +448,14 @@ class VolumeProjector:
         Returns
         -------
         image : np.ndarray
-            As :meth:`__call__` returns it.
+            (n, M, rows, cols), as :meth:`__call__` returns it.
         state : ProjectionState
             The cameras and detector shape of this render (no device data): the explicit saved state of
             this stage, so renders and their VJPs may interleave in any order.
         """
-        single = isinstance(cameras, Camera)
         cams = self._cameras(cameras)  # validated (and warned about) once
         img = self._render(cams)
-        return (img[0] if single else img), ProjectionState(tuple(cams), single, img.shape,
-                                                                       self._version)
+        return img, ProjectionState(tuple(cams), img.shape, self._version)
 
     def vjp(self, state: ProjectionState, grad, *, pose: bool = True, density: bool = False, center=None) -> dict:
         """Gradients of a loss, given its gradient ``grad`` with respect to the images of a :meth:`forward`.
@@ -470,7 +465,7 @@ class VolumeProjector:
         state : ProjectionState
             From :meth:`forward`.
         grad : array_like
-            dL/d image, the image's shape ((M, rows, cols) or (n, M, rows, cols)), per g/cm^2.
+            dL/d image, the image's shape (n, M, rows, cols), per g/cm^2.
         pose : bool
             Return ``"pose"``: (n, 6) per view, dL/d(delta, tau) for moving the volume rigidly in the world
             frame, ``x' = exp([delta]x) (x - c) + c + tau`` (delta radians, tau mm; the convention of
@@ -497,11 +492,11 @@ class VolumeProjector:
             raise ValueError(f"density gradients need the volume in one device buffer; it is split into "
                              f"{self.n_bricks} (max_buffer_bytes / Vulkan's 128 MiB): downsample it")
         g = np.asarray(grad, np.float64)
-        if g.shape != tuple(state.shape[1:] if state.single else state.shape):
+        if g.shape != tuple(state.shape):
             raise ValueError(f"grad has shape {g.shape}, the forward's image {state.shape}")
         if not np.all(np.isfinite(g)):
             raise ValueError("grad contains NaN or inf")
-        g = np.ascontiguousarray(g.reshape(state.shape), self.dtype)
+        g = np.ascontiguousarray(g, self.dtype)
         cams = list(state.cameras)
         n, m, rows, cols = state.shape
         ti = self._ti
