@@ -6,6 +6,7 @@ from phantoms import box_chord, sphere_chord
 from engine.geometry import carm
 from engine.mesh import icosphere, make_mesh
 from engine.mesh.projector import MeshProjector
+from fd import fd_check
 
 pytestmark = pytest.mark.kernel  # a GPU kernel's test: CI runs it again with ENGINE_ARCH=vulkan
 
@@ -116,14 +117,6 @@ def test_open3d_hit_counts_agree():
     np.testing.assert_array_less(first[both] * np.linalg.norm(d[both], axis=1), np.linalg.norm(d[both], axis=1))
 
 
-def _check_grad(f, x, grad, rng, n=6, h=1e-4, rtol=1e-4):
-    for _ in range(n):
-        v = rng.standard_normal(x.shape)
-        v /= np.linalg.norm(v)
-        fd = (f(x + h * v) - f(x - h * v)) / (2 * h)
-        np.testing.assert_allclose(np.vdot(grad, v), fd, rtol=rtol, atol=1e-8)
-
-
 def test_vertex_gradients_match_central_differences_float64():
     rng = np.random.default_rng(3)
     base = icosphere(20.0, 2)
@@ -145,7 +138,7 @@ def test_vertex_gradients_match_central_differences_float64():
     _, state = mp.forward(cam)
     g = mp.vjp(state, w)
     assert np.abs(g).max() > 0
-    _check_grad(loss, verts.copy(), g, rng)
+    fd_check(loss, g, verts.copy(), rng, n_dirs=6, h=1e-4, rtol=1e-4, unit=True)
     mp.set_vertices(verts)
 
 
@@ -161,7 +154,7 @@ def test_bad_input():
 
 
 def test_pose_gradient_matches_central_differences_float64():
-    from engine.mesh.pose import perturb, pose_gradient
+    from engine.geometry.transforms import perturb, pose_gradient
 
     rng = np.random.default_rng(5)
     mesh = icosphere(18.0, 2)
@@ -186,7 +179,7 @@ def test_pose_gradient_matches_central_differences_float64():
         mp.set_vertices(world(perturb(pose, q[:3], q[3:], center=centre)))
         return float((mp(cam) * w).sum())
 
-    _check_grad(loss, x, grad, rng, h=1e-5)
+    fd_check(loss, grad, x, rng, n_dirs=6, h=1e-5, rtol=1e-4, unit=True)
 
 
 @pytest.mark.parametrize("precision", [32, 64])
@@ -263,7 +256,7 @@ def test_supersampling_is_the_block_mean_of_sub_pixel_rays_and_its_vjp_matches_f
     loss(verts)
     _, state = mp.forward(cam)
     g = mp.vjp(state, w)
-    _check_grad(loss, verts.copy(), g, rng, n=4, h=1e-6, rtol=1e-4)
+    fd_check(loss, g, verts.copy(), rng, n_dirs=4, h=1e-6, rtol=1e-4, unit=True)
     with pytest.raises(ValueError, match="gradient shape"):
         mp.vjp(state, np.ones((1, 60, 54)))
     with pytest.raises(ValueError, match="supersample"):

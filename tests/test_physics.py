@@ -5,6 +5,7 @@ import pytest
 from engine.physics import (Detector, NoiseModel, PhysicsChain, ScatterModel, Spectrum, attenuation_table,
                             from_formula, get_material, preset, register, tube_spectrum)
 from engine.physics.spectrum import rebin
+from fd import fd_check
 
 
 def test_water_mass_attenuation_reference_values():
@@ -149,15 +150,6 @@ def test_scatter_spr_is_behind_the_object_and_open_beam_does_not_inflate_it():
     assert s[48, 20] / p[48, 20] < 2.0
 
 
-def _check_grad(f, x, grad, n=6, h=1e-5, rtol=1e-5, seed=0):
-    rng = np.random.default_rng(seed)
-    for _ in range(n):
-        v = rng.standard_normal(x.shape)
-        v /= np.linalg.norm(v)
-        fd = (f(x + h * v) - f(x - h * v)) / (2 * h)
-        np.testing.assert_allclose(np.vdot(grad, v), fd, rtol=rtol, atol=1e-9)
-
-
 @pytest.mark.parametrize("scatter", [None, ScatterModel(spr=0.9, sigma0_mm=10.0)])
 @pytest.mark.parametrize("output", ["intensity", "line_integral"])
 @pytest.mark.parametrize("spec", ["mono", "poly"])
@@ -173,7 +165,7 @@ def test_chain_gradient_matches_central_differences(scatter, output, spec):
 
     img, state = chain.forward(paths, return_state=True)
     grad = chain.vjp(state, 2 * (img - target))
-    _check_grad(loss, paths, grad)
+    fd_check(loss, grad, paths, np.random.default_rng(0), n_dirs=6, unit=True)
 
 
 def test_simulate_mesh_implant_in_a_ct():
@@ -222,7 +214,7 @@ def test_chain_gradient_with_automatic_spr_matches_central_differences(output):
     img, parts, state = chain.forward(paths, return_parts=True, return_state=True)
     assert parts["spr"] > 0.05  # the automatic SPR is in play
     grad = chain.vjp(state, 2 * (img - target))
-    _check_grad(loss, paths, grad)
+    fd_check(loss, grad, paths, np.random.default_rng(0), n_dirs=6, unit=True)
 
 
 def test_chain_two_forwards_then_two_vjps_in_either_order():
