@@ -40,7 +40,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 import engine  # noqa: E402
 from _common import CHEST_CT  # noqa: E402
 from engine.geometry.carm import carm  # noqa: E402
-from engine.recon.bone_xray import BoneXrayNCC  # noqa: E402
+from engine.recon import BoneXrayNCC  # noqa: E402
 from engine.volume import CT, Volume, VolumeProjector  # noqa: E402
 
 VIEWS = {"AP": 0.0, "LAT": 90.0, "-30": -30.0, "+30": 30.0}

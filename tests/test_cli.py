@@ -156,13 +156,13 @@ def test_reconstruct_cli_from_xray_intensities(tmp_path):
     import engine
     from engine.cli import main
     from engine.mesh import load_mesh
-    from engine.recon import Objective
+    from engine.recon import Objective, ReconConfig
     from engine import metrics
     from engine.ssm import load_pelvis_model
 
     model = load_pelvis_model()
     cams = [engine.carm(primary=a, sid=700, sdd=1000, rows=64, cols=64, pixel_size=6.0) for a in (-30, 30)]
-    obj = Objective(np.zeros((2, 64, 64)), cams, model.subdivided(1), loss="xray")
+    obj = Objective(np.zeros((2, 64, 64)), cams, model.subdivided(1), ReconConfig(loss="xray"))
     truth_params = obj.shape_pose.initial(None, [0.8, -0.4])
     r = obj.render(truth_params)
     core = np.maximum(r[:, 1], 0)
