@@ -17,7 +17,7 @@ Gradients: the loss is the attenuation -ln(I/I0) of the AP image summed over a b
 around the screw head; ``PhysicsChain.vjp`` (image -> mass thickness) and
 ``MeshProjector.vjp`` (path lengths -> vertices) give d(loss)/d(vertex) for every
 vertex of the pelvis and the screw, drawn as the projected vertices coloured by its
-magnitude, and, through ``engine.mesh.pose``, d(loss)/d(screw advance along its axis) and
+magnitude, and, through ``engine.geometry.transforms``, d(loss)/d(screw advance along its axis) and
 d(loss)/d(screw shift across the image), each checked against a central finite difference
 computed with a float64 projector.  Each pixel samples one ray, so the image is a piecewise
 linear function of the vertices with kinks where rays cross facet edges (many near outlines
@@ -51,7 +51,7 @@ sys.path.insert(0, str(ROOT))
 import engine  # noqa: E402
 from engine.imageio import save_image  # noqa: E402
 from engine.mesh import MeshProjector, make_mesh, signed_volume, vertex_components  # noqa: E402
-from engine.mesh.pose import pose_gradient  # noqa: E402
+from engine.geometry.transforms import pose_gradient  # noqa: E402
 from engine.phantoms import llp26  # noqa: E402
 from engine.physics import PhysicsChain, get_material, preset  # noqa: E402
 from engine.simulate import mass_thickness  # noqa: E402

@@ -35,7 +35,7 @@ sys.path.insert(0, str(ROOT))
 
 import engine  # noqa: E402
 from engine.imageio import window_to_uint8  # noqa: E402
-from engine.mesh.pose import perturb, vector_from_rotation  # noqa: E402
+from engine.geometry.transforms import perturb, vector_from_rotation  # noqa: E402
 from engine.registration import Registration, mtre  # noqa: E402
 from engine.volume import Volume, VolumeProjector, load_ct  # noqa: E402
 

@@ -30,7 +30,7 @@ import engine
 from engine import metrics
 from engine.geometry.carm import carm
 from engine.mesh.mesh import Mesh
-from engine.mesh.pose import rotation_from_vector
+from engine.geometry.transforms import perturb, rotation_angle
 from engine.recon import ReconConfig, reconstruct
 from engine.ssm.procrustes import align
 from engine.ssm.segment import part_mesh
@@ -71,19 +71,14 @@ def offset_size(offset) -> tuple:
 def offset_pose(world_from_model, center_model, rotvec, translation) -> np.ndarray:
     """``world_from_model`` changed by a rotation about the model centre's world position and a translation."""
     t = np.asarray(world_from_model, np.float64)
-    c = t[:3, :3] @ center_model + t[:3, 3]
-    d = np.eye(4)
-    r = rotation_from_vector(rotvec)
-    d[:3, :3] = r
-    d[:3, 3] = c - r @ c + translation
-    return d @ t
+    return perturb(t, rotvec, translation, center=t[:3, :3] @ center_model + t[:3, 3])
 
 
 def rotation_angle_deg(a, b) -> float:
     """Angle (degrees) of the rotation between the rotation parts of two 4x4 transforms."""
     r = a[:3, :3] @ np.linalg.inv(b[:3, :3])
     r /= np.cbrt(np.linalg.det(r))
-    return float(np.rad2deg(np.arccos(np.clip((np.trace(r) - 1) / 2, -1, 1))))
+    return float(np.rad2deg(rotation_angle(r)))
 
 
 def xray_targets(volume, cams, *, quanta: float | None = 1000.0, seed: int = 0, spectrum: str = "fluoro90",

@@ -4,6 +4,7 @@ import pickle
 import numpy as np
 import pytest
 
+from engine.geometry.transforms import rotation_angle
 from engine.mesh.subdivide import subdivide
 from engine.phantoms import llp26, pelvis_ct
 from engine.phantoms.llp26 import (load_llp26_model, pelvis_bodies, pelvis_landmarks, pelvis_mean_vertices,
@@ -128,7 +129,7 @@ def test_ras_transform_is_a_proper_rotation_centred_on_the_bone():
     c = llp26.volume_centroid(pelvis_to_ras(pelvis_mean_vertices()), pelvis_topology())
     np.testing.assert_allclose(c, 0, atol=1e-9)
     # the source frame turns out to be a CT's LPS frame, to within the pelvis's tilt in the scanner
-    angle = np.degrees(np.arccos((np.trace(np.diag([-1, -1, 1.0]) @ t[:3, :3].T) - 1) / 2))
+    angle = np.degrees(rotation_angle(np.diag([-1, -1, 1.0]) @ t[:3, :3].T))
     assert angle < 15
 
 

@@ -5,7 +5,7 @@ import pytest
 from scipy.ndimage import gaussian_filter
 
 from engine.geometry import carm
-from engine.mesh.pose import perturb
+from engine.geometry.transforms import perturb
 from engine.volume import Volume, VolumeProjector
 
 pytestmark = pytest.mark.kernel

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 import engine
-from engine.mesh.pose import rotation_from_vector
+from engine.geometry.transforms import rotation_from_vector
 from engine.recon import (MSE, NCC, BandpassNCC, GradientNCC, Objective, ReconConfig, ShapePose, Silhouette, line_integral,
                           reconstruct)
 from engine.ssm import load_pelvis_model

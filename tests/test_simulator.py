@@ -13,7 +13,7 @@ import engine
 from engine import Simulator, XrayConfig
 from engine.geometry import carm
 from engine.mesh import MeshProjector, icosphere
-from engine.mesh.pose import perturb
+from engine.geometry.transforms import perturb
 from engine.physics import PhysicsChain, ScatterModel
 from engine.volume import Volume, VolumeProjector
 

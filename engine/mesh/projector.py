@@ -57,6 +57,7 @@ import numpy as np
 
 from .. import backend
 from ..geometry import Camera
+from ..geometry.rays import view_table
 from .bvh import build_bvh
 from .bvh_device import DeviceArrays, DeviceBVH
 from .finish import Finisher
@@ -422,17 +423,6 @@ class MeshProjector:
             self._mem.new(name, dtype, size)
         return self._mem[name]
 
-    @staticmethod
-    def _views(cams) -> np.ndarray:
-        # source, pixel (0, 0), column and row steps; then the detector plane's dual basis (for the rasteriser)
-        out = np.empty((len(cams), VIEW_STRIDE // 3, 3), np.float64)
-        for i, cam in enumerate(cams):
-            out[i, :4] = g = cam.pixel_grid()
-            du, dv = g[2], g[3]
-            gram = np.array([[du @ du, du @ dv], [du @ dv, dv @ dv]])
-            out[i, 4:] = np.linalg.solve(gram, np.stack([du, dv]))
-        return out
-
     def _read(self, arr, shape, dtype) -> np.ndarray:
         """The first prod(shape) elements of a flat device array, as a NumPy array of ``shape``."""
         host = np.empty(int(np.prod(shape)), dtype)
@@ -486,7 +476,7 @@ class MeshProjector:
             cams = [c.subdivided(ss) for c in cams]
         n, sub_rows, sub_cols = len(cams), rows * ss, cols * ss
         n_mat, k, npix = len(self.materials), self.max_hits, n * sub_rows * sub_cols
-        views_np = np.ascontiguousarray(self._views(cams), self._np_real).ravel()
+        views_np = np.ascontiguousarray(view_table(cams, dual=True), self._np_real).ravel()
         views = self._buffer("views", self.real, views_np.size)
         out = self._buffer("out", self.real, npix * n_mat)
         hit_n = self._buffer("hit_n", self._ti.f32, npix)

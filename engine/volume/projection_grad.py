@@ -3,8 +3,8 @@
 :meth:`engine.volume.VolumeProjector.vjp` runs the adjoint kernel
 (:func:`engine.volume.march.planes_vjp_kernel`), which returns per ray the gradient of the loss with
 respect to the ray's source ``s`` and vector ``d`` in voxel-index coordinates.  A rigid move of the
-volume, ``x' = exp([delta]x) (x - c) + c + tau`` in the world frame (:mod:`engine.mesh.pose`'s
-convention), is the inverse move of every ray: a world point ``x`` of a ray is, in the volume's own
+volume, ``x' = exp([delta]x) (x - c) + c + tau`` in the world frame (the convention of
+:mod:`engine.geometry.transforms`), is the inverse move of every ray: a world point ``x`` of a ray is, in the volume's own
 frame, ``x - delta x (x - c) - tau`` to first order, so with ``B`` the linear part of index_from_world
 
     dL/d delta = sum_rays (B^T gs) x (src - c) + (B^T gd) x (pixel - src),     dL/d tau = -sum_rays B^T gs.
