@@ -39,6 +39,15 @@ def _positive(kind):
     return parse
 
 
+def pixel_pitch(text):
+    """argparse type: one pixel pitch (mm, square pixels) or ``ROW,COL`` pitches (row pitch, column pitch)."""
+    parts = text.split(",")
+    if len(parts) > 2:
+        raise argparse.ArgumentTypeError(f"expected one pitch or ROW,COL (mm), got {text!r}")
+    v = tuple(_positive(float)(p.strip()) for p in parts)
+    return v[0] if len(v) == 1 else v
+
+
 def finite(text):
     """argparse type: a finite float (NaN and infinity refused with the text given)."""
     try:
@@ -62,7 +71,9 @@ def _add_drr(sub):
     g = p.add_argument_group("detector and C-arm geometry (ignored with --camera)")
     g.add_argument("--rows", type=_positive(int), default=512, help="detector rows (default 512)")
     g.add_argument("--cols", type=_positive(int), default=512, help="detector columns (default 512)")
-    g.add_argument("--pixel-size", type=_positive(float), default=0.8, help="detector pixel pitch, mm (0.8)")
+    g.add_argument("--pixel-size", type=pixel_pitch, default=0.8,
+                   help="detector pixel pitch, mm (0.8); ROW,COL for rectangular pixels (e.g. 0.5,0.4: 0.5 mm "
+                        "between rows, 0.4 mm between columns)")
     g.add_argument("--sdd", type=_positive(float), default=1200.0, help="source-to-detector distance, mm (1200)")
     g.add_argument("--sid", type=_positive(float), default=800.0, help="source-to-isocentre distance, mm (800)")
     g.add_argument("--primary", type=finite, default=0.0, help="LAO(+)/RAO(-) angle, degrees (0)")

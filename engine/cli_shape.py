@@ -130,26 +130,10 @@ def cmd_ssm_build(args) -> int:
     return 0
 
 
-def central_rays_meet(cameras) -> np.ndarray:
-    """The point closest (least squares) to all cameras' central rays; one camera: the point of its
-    central ray closest to the world origin (mm)."""
-    a, b = np.zeros((3, 3)), np.zeros(3)
-    for c in cameras:
-        d = c.principal_axis
-        p = np.eye(3) - np.outer(d, d)
-        a += p
-        b += p @ c.source
-    if len(cameras) == 1:
-        c = cameras[0]
-        d = c.principal_axis
-        return c.source + d * float(d @ (0.0 - c.source))
-    return np.linalg.solve(a, b)
-
-
 def cmd_reconstruct(args) -> int:
-    from .geometry import Camera
+    from .geometry import Camera, central_rays_meet
     from .imageio import load_image
-    from .mesh.pose import rotation_from_vector
+    from .geometry.transforms import rotation_from_vector
     from .recon import ReconConfig, line_integral, reconstruct
     from .ssm import ShapeModel
 

@@ -41,16 +41,14 @@ def _state_from_camera(cam, centre):
     """The viewer state closest to a camera: its distances, and its C-arm angles from its principal axis."""
     import numpy as np
 
+    from .geometry import carm_angles
     from .viewer import ViewerState
 
-    d = cam.principal_axis  # source -> detector
-    # engine.carm: AP (0, 0) looks along +y; d = (-sin p cos s, cos p cos s, sin s) for primary p, secondary s
-    secondary = float(np.degrees(np.arcsin(np.clip(d[2], -1, 1))))
-    primary = float(np.degrees(np.arctan2(-d[0], d[1])))
+    primary, secondary = carm_angles(cam)
     sid = float(np.linalg.norm(np.asarray(centre) - cam.source))
     return ViewerState(primary=primary, secondary=secondary, sdd=float(cam.sdd), sid=sid,
                        isocenter=tuple(float(x) for x in centre), resolution=int(cam.rows),
-                       detector_mm=float(cam.rows * cam.pixel_size))
+                       detector_mm=float(cam.rows * cam.pixel_spacing[0]))
 
 
 def run(args) -> int:

@@ -116,14 +116,14 @@ def _simulate_numpy(proj, cams, meshes, config: XrayConfig, seed, return_all: bo
     chains = {}
     views = []  # per view: image, primary, scatter, noiseless, spr, quanta
     for cam, view_paths in zip(cams, paths):
-        if cam.pixel_size not in chains:
-            chains[cam.pixel_size] = PhysicsChain(materials, spec, detector=config.detector, scatter=sc,
-                                                  output="intensity", pixel_size=cam.pixel_size)
-        chain = chains[cam.pixel_size]
+        if cam.pixel_spacing not in chains:
+            chains[cam.pixel_spacing] = PhysicsChain(materials, spec, detector=config.detector, scatter=sc,
+                                                     output="intensity", pixel_size=cam.pixel_spacing)
+        chain = chains[cam.pixel_spacing]
         clean, parts = chain.forward(view_paths, return_parts=True)
         image, n_eff = clean, None
         if nm is not None:
-            n_eff = nm.quanta(spec, chain.bl.detector, cam.pixel_size, cam.sdd)
+            n_eff = nm.quanta(spec, chain.bl.detector, cam.pixel_spacing, cam.sdd)
             image = nm.apply(clean, n_eff, rng)
         if config.output == "line_integral":
             image = -np.log(np.maximum(image, 0.5 / (n_eff or 1e12)))  # a zero count -> half a quantum

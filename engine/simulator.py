@@ -20,7 +20,7 @@ between the chain's and the projectors' adjoints (the projectors' VJPs take host
 gradient's final sum runs on the host).
 
 Units: images in I/I0 (flat-field normalised) or -ln I/I0; poses in radians and mm (the convention of
-:mod:`engine.mesh.pose`); vertices in mm, world frame; densities in g/cm^3.
+:mod:`engine.geometry.transforms`); vertices in mm, world frame; densities in g/cm^3.
 """
 from __future__ import annotations
 
@@ -139,12 +139,13 @@ class Simulator:
     def __exit__(self, *exc) -> None:
         self.close()
 
-    def chain(self, pixel_size: float):
-        """The device physics chain (:class:`engine.physics.DeviceChain`) of detectors with this pixel pitch (mm),
-        built on first use."""
+    def chain(self, pixel_size):
+        """The device physics chain (:class:`engine.physics.DeviceChain`) of detectors with this pixel pitch (mm:
+        one number, or ``(row pitch, column pitch)`` as :attr:`Camera.pixel_spacing`), built on first use."""
+        from .geometry.camera import as_pixel_spacing
         from .physics.device_chain import DeviceChain  # kernels: imported when first used, not by ``import engine``
 
-        key = float(pixel_size)
+        key = as_pixel_spacing(pixel_size)
         if key not in self._chains:
             self._chains[key] = DeviceChain(self.materials, self.spectrum, detector=self.detector,
                                             scatter=self.scatter, output=self.output, pixel_size=key)
@@ -154,8 +155,8 @@ class Simulator:
         """Effective quanta per pixel of the unattenuated beam at this camera (None without noise)."""
         if self.noise is None:
             return None
-        return self.noise.quanta(self.spectrum, self.chain(camera.pixel_size).host.bl.detector, camera.pixel_size,
-                                 camera.sdd)
+        return self.noise.quanta(self.spectrum, self.chain(camera.pixel_spacing).host.bl.detector,
+                                 camera.pixel_spacing, camera.sdd)
 
     # ------------------------------------------------------------------ forward
     def __call__(self, cameras, *, seed=None) -> np.ndarray:
@@ -209,7 +210,7 @@ class Simulator:
         key0 = seed_u32(seed) if self.noise is not None else 0
         frames = []
         for i, cam in enumerate(cams):
-            chain = self.chain(cam.pixel_size)
+            chain = self.chain(cam.pixel_spacing)
             chain.reset(rows, cols)
             if ct_view is not None:
                 field, view = ct_view(i)
@@ -253,7 +254,7 @@ class Simulator:
         key0 = seed_u32(seed) if self.noise is not None else 0
         out = np.empty((len(cams), cams[0].rows, cams[0].cols), np.float32)
         for i, cam in enumerate(cams):
-            chain = self.chain(cam.pixel_size)
+            chain = self.chain(cam.pixel_spacing)
             chain.reset(cam.rows, cam.cols)
             chain.add_array(p[i], self.materials)
             out[i] = self._detect(chain, cam, key0 + i).to_numpy()
@@ -300,7 +301,7 @@ class Simulator:
             raise ValueError(f"grad has shape {g.shape}, the forward's images {want}")
         if not np.all(np.isfinite(g)):
             raise ValueError("grad contains NaN or inf")
-        gm = np.stack([self.chain(cam.pixel_size).vjp(state.frames[i], g[i])
+        gm = np.stack([self.chain(cam.pixel_spacing).vjp(state.frames[i], g[i])
                        for i, cam in enumerate(state.cameras)]).astype(np.float64)
         out = {"mass_thickness": gm}
         if self.ct is not None and (ct_pose or density):

@@ -163,3 +163,28 @@ def test_binned_camera_sees_the_same_points():
     assert np.array_equal(bin_image(img, 2), [[3.5, 5.5, 7.5], [15.5, 17.5, 19.5]])
     with pytest.raises(ValueError, match="bin factor"):
         cam.binned(0)
+
+
+def test_camera_helpers_depth_detector_corners_visibility_and_carm_angles():
+    from engine.geometry import carm_angles, central_rays_meet
+
+    iso = np.array([10.0, -20.0, 30.0])
+    cams = [carm(primary=p, secondary=s, sid=700, sdd=1100, isocenter=iso, rows=30, cols=40, pixel_size=2.0)
+            for p, s in ((0, 0), (90, 10), (-35, -20))]
+    np.testing.assert_allclose(central_rays_meet(cams), iso, atol=1e-9)  # the central rays meet at the isocentre
+    one = central_rays_meet(cams[:1])  # one camera: its central ray's point nearest the origin
+    assert np.linalg.norm(np.cross(one - cams[0].source, cams[0].principal_axis)) < 1e-9
+    assert abs((one - 0.0) @ cams[0].principal_axis) < 1e-9
+    for cam, (p, s) in zip(cams, ((0, 0), (90, 10), (-35, -20))):
+        np.testing.assert_allclose(carm_angles(cam), (p, s), atol=1e-9)
+        assert cam.depth(iso) == pytest.approx(700)
+        corners = cam.detector_corners()
+        np.testing.assert_allclose(cam.project_points(corners), [[-0.5, -0.5], [39.5, -0.5], [39.5, 29.5],
+                                                                 [-0.5, 29.5]], atol=1e-9)
+        assert cam.sees(iso) and not cam.sees(cam.source - 5 * cam.principal_axis)
+        np.testing.assert_array_equal(cam.on_detector([[-0.5, 0], [39.6, 3], [np.nan, 1]]), [True, False, False])
+        assert cam.may_see(iso + np.array([[-5, -5, -5], [5, 5, 5.0]]))
+        assert not cam.may_see(cam.source - 100 * cam.principal_axis + np.eye(3))  # all behind the source
+        assert cam.may_see(np.stack([cam.source - cam.principal_axis, cam.source + cam.principal_axis]))  # straddles
+        far = cam.detector_point(400.0, 15.0)  # beyond the detector's right edge, on its plane
+        assert not cam.may_see(far + np.array([[0, 0, 0], [1.0, 1, 1]]))

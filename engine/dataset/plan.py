@@ -6,7 +6,7 @@ per pixel of the open beam)::
     seed: 0                      # global seed: the same plan and seed give the same files
     images_per_ct: 8
     shard_size: 4                # images per shard (the unit of work, of resuming and of the loader)
-    detector: {rows: 128, cols: 128, pixel_size: 3.0}
+    detector: {rows: 128, cols: 128, pixel_size: 3.0}   # or pixel_size: [row pitch, column pitch]
     carm:
       primary: {min: -30, max: 30}          # LAO(+)/RAO(-); uniform, or {dist: normal, mean: .., std: ..}
       secondary: {min: -15, max: 15}        # CRA(+)/CAU(-)
@@ -105,7 +105,7 @@ class Plan:
     shard_size: int
     rows: int
     cols: int
-    pixel_size: float
+    pixel_size: float | tuple  # mm: one pitch, or (row pitch, column pitch)
     primary: Range
     secondary: Range
     sid: Range
@@ -179,6 +179,15 @@ def _number(v, key: str, *, positive=False, integer=False, minimum=None) -> floa
     return int(v) if integer else float(v)
 
 
+def _pitch(v, key: str):
+    """A detector pixel pitch: one number (square pixels) or ``[row pitch, column pitch]`` (mm)."""
+    if isinstance(v, (list, tuple)):
+        if len(v) != 2:
+            raise _err(key, f"expected one pitch or [row pitch, column pitch] (mm), got {v!r}")
+        return tuple(_number(x, key, positive=True) for x in v)
+    return _number(v, key, positive=True)
+
+
 def _range(v, key: str, *, positive=False, lo_limit=None, hi_limit=None) -> Range:
     if isinstance(v, (int, float)) and not isinstance(v, bool):
         v = {"min": v, "max": v}
@@ -235,7 +244,7 @@ def parse_plan(raw: dict, base=".") -> Plan:
     det = _keys(d.get("detector", {}), DETECTOR, "detector")
     rows = _number(det.get("rows", 128), "detector.rows", positive=True, integer=True)
     cols = _number(det.get("cols", 128), "detector.cols", positive=True, integer=True)
-    pixel = _number(det.get("pixel_size", 3.0), "detector.pixel_size", positive=True)
+    pixel = _pitch(det.get("pixel_size", 3.0), "detector.pixel_size")
     carm = _keys(d.get("carm", {}), CARM, "carm")
     primary = _range(carm.get("primary", 0), "carm.primary", lo_limit=-180, hi_limit=180)
     secondary = _range(carm.get("secondary", 0), "carm.secondary", lo_limit=-90, hi_limit=90)

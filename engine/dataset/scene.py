@@ -177,7 +177,7 @@ class CTScene:
 
     def render(self, s) -> dict:
         """Everything of sample ``s`` (see the module doc)."""
-        from ..mesh.pose import perturb
+        from ..geometry.transforms import perturb
         from ..simulator import Simulator
         from ..xray_config import XrayConfig
 
@@ -205,9 +205,8 @@ class CTScene:
             np.zeros(shape, np.float32)
         lms = []
         for name, structure, x in self.landmarks:
-            z = float((x - cam.source) @ cam.principal_axis)
-            u, v = (cam.project_points(x[None])[0] if z > 0 else (np.nan, np.nan))
-            on = bool(z > 0 and -0.5 <= u <= cam.cols - 0.5 and -0.5 <= v <= cam.rows - 0.5)
+            u, v = cam.project_points(x)  # NaN behind the source
+            on = bool(cam.on_detector((u, v)))
             lms.append({"name": name, "structure": structure, "u": float(u), "v": float(v), "visible": on,
                         "world_mm": [float(a) for a in x]})
         return {"image": image.astype(np.float32), "masks": masks, "structure_line_integrals": lines,

@@ -1,8 +1,9 @@
-"""Cameras (projective X-ray geometry, C-arm angles), rays and point projection.
+"""Cameras (projective X-ray geometry, C-arm angles), rays and point projection, rotations and rigid poses
+(:mod:`engine.geometry.transforms`), the pixel ray of every kernel (:mod:`engine.geometry.rays`).
 
 World frame: the CT patient frame, RAS+, mm.  See :mod:`engine.geometry.camera`.
 """
-from .camera import Camera, bin_image, from_source_detector
-from .carm import carm, carm_rotation
+from .camera import Camera, bin_image, central_rays_meet, from_source_detector
+from .carm import carm, carm_angles, carm_rotation
 
-__all__ = ["Camera", "bin_image", "carm", "carm_rotation", "from_source_detector"]
+__all__ = ["Camera", "bin_image", "carm", "carm_angles", "carm_rotation", "central_rays_meet", "from_source_detector"]

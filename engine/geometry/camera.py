@@ -12,10 +12,15 @@ Frames (see docs/conventions.md):
   ``[row, col]`` of an image array is at ``u = col, v = row`` (integer centres,
   as in OpenCV).  Row 0 is the top of the displayed image.
 
+Pixels may be rectangular: ``pixel_spacing = (row pitch, column pitch)`` in mm, in the order of DICOM's
+Pixel Spacing (0028,0030): the first number is the distance between the centres of adjacent rows (the
+pixel's height, along ``v``), the second between adjacent columns (its width, along ``u``).
+``pixel_size`` is the one pitch of square pixels.
+
 A world point projects as ``x ~ K [R | t] X`` with ``[R | t]`` the rigid
 ``camera_from_world`` and
 
-``K = [[s * f, 0, cu], [0, f, cv], [0, 0, 1]]``, ``f = sdd / pixel_size``,
+``K = [[s * fu, 0, cu], [0, fv, cv], [0, 0, 1]]``, ``fu = sdd / column pitch``, ``fv = sdd / row pitch``,
 
 where ``s = -1`` when the detector is *mirrored* (its columns run along -x of
 the camera frame) and ``+1`` otherwise.  Radiological display (the image seen
@@ -37,6 +42,33 @@ from ..errors import InputError
 _JSON_VERSION = 1
 
 
+def as_pixel_spacing(value, name: str = "pixel_size") -> tuple[float, float]:
+    """``(row pitch, column pitch)`` (mm) from one pitch (square pixels) or a pair ``(row, column)``; raises
+    ``ValueError`` naming ``name`` for anything else than one or two positive finite lengths."""
+    v = np.atleast_1d(np.asarray(value, dtype=object))
+    if v.ndim != 1 or v.size not in (1, 2):
+        raise ValueError(f"{name} must be one pitch (square pixels) or a pair (row pitch, column pitch) in mm, "
+                         f"got {value!r}")
+    try:
+        out = tuple(float(x) for x in (v if v.size == 2 else (v[0], v[0])))
+    except (TypeError, ValueError):
+        out = (float("nan"),)
+    if not all(np.isfinite(out)) or min(out) <= 0:
+        raise ValueError(f"{name} must be a positive length in mm (or a pair: row pitch, column pitch), "
+                         f"got {value!r}")
+    return out
+
+
+def square_pitch(spacing, what: str) -> float:
+    """The pitch of square pixels ``spacing = (row, column)``; ``ValueError`` for rectangular pixels, naming
+    ``what`` (the quantity that needs one pitch)."""
+    r, c = spacing
+    if r != c:
+        raise ValueError(f"{what} is defined for square pixels only; these are {r:g} mm (rows) x {c:g} mm "
+                         "(columns): use pixel_spacing (row pitch, column pitch)")
+    return r
+
+
 def _as_rigid(m) -> np.ndarray:
     m = np.array(m, dtype=np.float64)
     if m.shape != (4, 4):
@@ -51,7 +83,7 @@ def _as_rigid(m) -> np.ndarray:
     return m
 
 
-@dataclass(frozen=True, kw_only=True, eq=False)
+@dataclass(frozen=True, kw_only=True, eq=False, init=False)
 class Camera:
     """Point source + flat detector.  World = CT patient frame (RAS+, mm).
 
@@ -59,8 +91,13 @@ class Camera:
     ----------
     rows, cols : int
         Detector shape in pixels; row 0 is the top of the displayed image.
-    pixel_size : float
-        Side of a (square) detector pixel, mm.
+    pixel_size : float or (float, float)
+        Detector pixel pitch, mm: one number for square pixels, or a pair ``(row pitch, column pitch)``
+        (the height and the width of a pixel, DICOM's Pixel Spacing order; see the module doc).
+    pixel_spacing : (float, float), optional
+        The same pair, ``(row pitch, column pitch)``; give ``pixel_size`` or ``pixel_spacing``, not both.
+        :attr:`pixel_spacing` is always the pair; :attr:`pixel_size` is the one pitch of square pixels (a
+        ``ValueError`` for rectangular ones).
     sdd : float
         Source-to-detector distance along the principal ray, mm.
     camera_from_world : (4, 4) array
@@ -76,23 +113,34 @@ class Camera:
 
     rows: int
     cols: int
-    pixel_size: float
+    pixel_spacing: tuple[float, float]
     sdd: float
     camera_from_world: np.ndarray = field(repr=False)
     principal_point: tuple[float, float] | None = None
     mirrored: bool = False
 
-    def __post_init__(self):
+    def __init__(self, *, rows: int, cols: int, sdd: float, camera_from_world, pixel_size=None, pixel_spacing=None,
+                 principal_point=None, mirrored: bool = False):
+        if (pixel_size is None) == (pixel_spacing is None):
+            raise ValueError("give the detector pixel pitch as pixel_size (one pitch, or row and column pitch) or "
+                             "as pixel_spacing (row pitch, column pitch), not both" if pixel_size is not None else
+                             "a camera needs its pixel pitch: pixel_size (mm) or pixel_spacing (row, column mm)")
+        if pixel_spacing is not None and np.size(np.asarray(pixel_spacing, dtype=object)) != 2:
+            raise ValueError(f"pixel_spacing must be a pair (row pitch, column pitch) in mm, got {pixel_spacing!r}")
+        spacing = as_pixel_spacing(pixel_size if pixel_spacing is None else pixel_spacing,
+                                   "pixel_size" if pixel_spacing is None else "pixel_spacing")
+        for name, v in (("rows", rows), ("cols", cols), ("sdd", sdd), ("camera_from_world", camera_from_world),
+                        ("principal_point", principal_point), ("mirrored", mirrored), ("pixel_spacing", spacing)):
+            object.__setattr__(self, name, v)
         for name in ("rows", "cols"):
             v = getattr(self, name)
             if int(v) != v or v <= 0:
                 raise ValueError(f"detector {name} must be a positive integer, got {v!r}")
             object.__setattr__(self, name, int(v))
-        for name in ("pixel_size", "sdd"):
-            v = float(getattr(self, name))
-            if not np.isfinite(v) or v <= 0:
-                raise ValueError(f"{name} must be a positive length in mm, got {v!r}")
-            object.__setattr__(self, name, v)
+        v = float(self.sdd)
+        if not np.isfinite(v) or v <= 0:
+            raise ValueError(f"sdd must be a positive length in mm, got {v!r}")
+        object.__setattr__(self, "sdd", v)
         pp = self.principal_point
         if pp is None:
             pp = ((self.cols - 1) / 2.0, (self.rows - 1) / 2.0)
@@ -108,24 +156,45 @@ class Camera:
     def __eq__(self, other) -> bool:
         if not isinstance(other, Camera):
             return NotImplemented
-        return ((self.rows, self.cols, self.pixel_size, self.sdd, self.principal_point, self.mirrored)
-                == (other.rows, other.cols, other.pixel_size, other.sdd, other.principal_point, other.mirrored)
+        return ((self.rows, self.cols, self.pixel_spacing, self.sdd, self.principal_point, self.mirrored)
+                == (other.rows, other.cols, other.pixel_spacing, other.sdd, other.principal_point, other.mirrored)
                 and np.array_equal(self.camera_from_world, other.camera_from_world))
 
     __hash__ = None
 
+    # ------------------------------------------------------------------ pixels
+    @property
+    def pixel_size(self) -> float:
+        """The pitch of square pixels, mm; ``ValueError`` for rectangular ones (use :attr:`pixel_spacing`)."""
+        return square_pitch(self.pixel_spacing, "pixel_size")
+
+    @property
+    def square_pixels(self) -> bool:
+        """True when rows and columns have the same pitch."""
+        return self.pixel_spacing[0] == self.pixel_spacing[1]
+
+    @property
+    def pixel_area(self) -> float:
+        """Area of one detector pixel, mm^2 (row pitch x column pitch)."""
+        return self.pixel_spacing[0] * self.pixel_spacing[1]
+
     # ------------------------------------------------------------------ matrices
     @property
     def focal_px(self) -> float:
-        """Focal length in pixels, ``sdd / pixel_size``."""
-        return self.sdd / self.pixel_size
+        """Focal length in pixels of square pixels, ``sdd / pixel_size`` (see :attr:`focal_uv`)."""
+        return self.sdd / square_pitch(self.pixel_spacing, "focal_px")
+
+    @property
+    def focal_uv(self) -> tuple[float, float]:
+        """Focal lengths in pixels along columns and rows, ``(sdd / column pitch, sdd / row pitch)``."""
+        return self.sdd / self.pixel_spacing[1], self.sdd / self.pixel_spacing[0]
 
     @property
     def K(self) -> np.ndarray:
         """(3, 3) intrinsic matrix (pixels), with ``K[0, 0] < 0`` when mirrored."""
-        f = self.focal_px
+        fu, fv = self.focal_uv
         cu, cv = self.principal_point
-        return np.array([[-f if self.mirrored else f, 0.0, cu], [0.0, f, cv], [0.0, 0.0, 1.0]])
+        return np.array([[-fu if self.mirrored else fu, 0.0, cu], [0.0, fv, cv], [0.0, 0.0, 1.0]])
 
     @property
     def R(self) -> np.ndarray:
@@ -170,22 +239,59 @@ class Camera:
         u = np.asarray(u, dtype=np.float64)
         v = np.asarray(v, dtype=np.float64)
         cu, cv = self.principal_point
+        row_mm, col_mm = self.pixel_spacing
         foot = self.source + self.sdd * self.principal_axis
-        return (foot + ((u - cu) * self.pixel_size)[..., None] * self.u_axis
-                + ((v - cv) * self.pixel_size)[..., None] * self.v_axis)
+        return (foot + ((u - cu) * col_mm)[..., None] * self.u_axis
+                + ((v - cv) * row_mm)[..., None] * self.v_axis)
 
     def pixel_grid(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """(source, centre of pixel [0, 0], step per column, step per row): world mm, each (3,).
 
-        The centre of pixel [r, c] is ``p00 + c * du + r * dv``; kernels build their rays from these.
+        The centre of pixel [r, c] is ``p00 + c * du + r * dv``; kernels build their rays from these
+        (:mod:`engine.geometry.rays`).
         """
-        return (self.source, self.detector_point(0.0, 0.0), self.u_axis * self.pixel_size,
-                self.v_axis * self.pixel_size)
+        row_mm, col_mm = self.pixel_spacing
+        return (self.source, self.detector_point(0.0, 0.0), self.u_axis * col_mm, self.v_axis * row_mm)
 
     @property
     def detector_center(self) -> np.ndarray:
         """(3,) world position of the centre of the detector (mm)."""
         return self.detector_point((self.cols - 1) / 2.0, (self.rows - 1) / 2.0)
+
+    def detector_corners(self) -> np.ndarray:
+        """(4, 3) world positions (mm) of the detector's outer corners: top left, top right, bottom right,
+        bottom left as displayed (pixel coordinates ``(-1/2, -1/2)``, ``(cols - 1/2, -1/2)``, ...)."""
+        u0, u1, v0, v1 = -0.5, self.cols - 0.5, -0.5, self.rows - 0.5
+        return self.detector_point(np.array([u0, u1, u1, u0]), np.array([v0, v0, v1, v1]))
+
+    def depth(self, points) -> np.ndarray:
+        """Distance (mm) of world points (..., 3) in front of the source along the principal axis (the camera
+        frame's z; <= 0 on or behind the source's plane)."""
+        return (np.asarray(points, np.float64) - self.source) @ self.principal_axis
+
+    def on_detector(self, uv) -> np.ndarray:
+        """Boolean (...,): pixel coordinates (..., 2) ``(u, v)`` that fall on the detector,
+        ``-1/2 <= u <= cols - 1/2`` and ``-1/2 <= v <= rows - 1/2`` (NaN: False)."""
+        uv = np.asarray(uv, np.float64)
+        u, v = uv[..., 0], uv[..., 1]
+        return (u >= -0.5) & (u <= self.cols - 0.5) & (v >= -0.5) & (v <= self.rows - 0.5)
+
+    def sees(self, points) -> np.ndarray:
+        """Boolean (...,): world points (..., 3) in front of the source that project onto the detector."""
+        return self.on_detector(self.project_points(points))
+
+    def may_see(self, points) -> bool:
+        """Whether some part of the convex hull of world points (n, 3) (e.g. a box's corners) may project onto
+        the detector: conservative (True when the hull straddles the source's plane)."""
+        p = np.asarray(points, np.float64).reshape(-1, 3)
+        z = self.depth(p)
+        if np.all(z <= 0):
+            return False
+        if np.any(z <= 0):  # straddles the source plane: its projection is unbounded
+            return True
+        uv = self.project_points(p)
+        lo, hi = uv.min(axis=0), uv.max(axis=0)
+        return bool(hi[0] >= -0.5 and lo[0] <= self.cols - 0.5 and hi[1] >= -0.5 and lo[1] <= self.rows - 0.5)
 
     # ------------------------------------------------------------------- rays
     def rays(self) -> tuple[np.ndarray, np.ndarray]:
@@ -230,8 +336,8 @@ class Camera:
 
     def binned(self, factor: int) -> "Camera":
         """The detector read out in ``factor x factor`` bins: ``rows // factor`` x ``cols // factor`` pixels of
-        ``factor * pixel_size`` mm covering the same area (trailing rows/columns that do not fill a bin are
-        dropped, as :func:`bin_image` does).  Used for coarse-to-fine optimisation."""
+        ``factor`` times the pitch along each axis, covering the same area (trailing rows/columns that do not fill
+        a bin are dropped, as :func:`bin_image` does).  Used for coarse-to-fine optimisation."""
         f = int(factor)
         if f < 1 or f != factor:
             raise ValueError(f"bin factor must be a positive integer, got {factor!r}")
@@ -239,35 +345,45 @@ class Camera:
             raise ValueError(f"cannot bin a {self.rows}x{self.cols} detector by {f}")
         cu, cv = self.principal_point
         # pixel centre u maps to (u + 0.5) / f - 0.5 in bin coordinates
-        return self.replace(rows=self.rows // f, cols=self.cols // f, pixel_size=self.pixel_size * f,
+        return self.replace(rows=self.rows // f, cols=self.cols // f,
+                            pixel_spacing=tuple(p * f for p in self.pixel_spacing),
                             principal_point=((cu + 0.5) / f - 0.5, (cv + 0.5) / f - 0.5))
 
     def subdivided(self, factor: int) -> "Camera":
-        """Each pixel split into ``factor x factor`` sub-pixels of ``pixel_size / factor`` mm over the same area:
+        """Each pixel split into ``factor x factor`` sub-pixels of the pitch / ``factor`` over the same area:
         the inverse of :meth:`binned` (``cam.subdivided(f).binned(f) == cam``).  Used for supersampling."""
         f = int(factor)
         if f < 1 or f != factor:
             raise ValueError(f"subdivision factor must be a positive integer, got {factor!r}")
         cu, cv = self.principal_point
-        return self.replace(rows=self.rows * f, cols=self.cols * f, pixel_size=self.pixel_size / f,
+        return self.replace(rows=self.rows * f, cols=self.cols * f,
+                            pixel_spacing=tuple(p / f for p in self.pixel_spacing),
                             principal_point=(f * (cu + 0.5) - 0.5, f * (cv + 0.5) - 0.5))
 
     def replace(self, **changes) -> "Camera":
-        """A copy with some fields changed (dataclasses.replace)."""
-        import dataclasses
-
-        return dataclasses.replace(self, **changes)
+        """A copy with some fields changed (``pixel_size`` or ``pixel_spacing`` for the pitch)."""
+        kw = dict(rows=self.rows, cols=self.cols, sdd=self.sdd, camera_from_world=self.camera_from_world,
+                  principal_point=self.principal_point, mirrored=self.mirrored)
+        if "pixel_size" not in changes:
+            kw["pixel_spacing"] = self.pixel_spacing
+        kw.update(changes)
+        return Camera(**kw)
 
     # --------------------------------------------------------------------- JSON
     def to_dict(self) -> dict:
-        """A JSON-serialisable dict; K, P, source and axes are included for readers."""
+        """A JSON-serialisable dict; K, P, source and axes are included for readers.
+
+        The pitch: ``pixel_spacing`` ``[row, column]`` (mm) always, and ``pixel_size`` too for square pixels
+        (what readers of square-pixel cameras read)."""
+        pitch = {"pixel_size": self.pixel_size} if self.square_pixels else {}
         return {
             "type": "engine.Camera",
             "version": _JSON_VERSION,
             "units": "mm",
             "rows": self.rows,
             "cols": self.cols,
-            "pixel_size": self.pixel_size,
+            **pitch,
+            "pixel_spacing": list(self.pixel_spacing),
             "sdd": self.sdd,
             "principal_point": list(self.principal_point),
             "mirrored": self.mirrored,
@@ -288,7 +404,7 @@ class Camera:
         """
         if not isinstance(d, dict):
             raise InputError(f"{source}: not a camera description (a JSON {_json_kind(d)}, expected an object "
-                             "with rows, cols, pixel_size, sdd and camera_from_world)")
+                             "with rows, cols, pixel_size or pixel_spacing, sdd and camera_from_world)")
         if d.get("type", "engine.Camera") != "engine.Camera":
             raise InputError(f"{source}: not a camera description (type {_brief(d.get('type'))})")
         version = d.get("version", _JSON_VERSION)
@@ -297,21 +413,30 @@ class Camera:
         if version > _JSON_VERSION:
             raise InputError(f"{source}: camera JSON version {version} is newer than this engine reads "
                              f"({_JSON_VERSION})")
-        missing = [k for k in ("rows", "cols", "pixel_size", "sdd", "camera_from_world") if k not in d]
+        missing = [k for k in ("rows", "cols", "sdd", "camera_from_world") if k not in d]
+        if "pixel_size" not in d and "pixel_spacing" not in d:
+            missing.insert(2, "pixel_size")
         if missing:
             raise InputError(f"{source}: the camera description lacks {missing}")
         for key, what in (("rows", "a positive integer"), ("cols", "a positive integer"),
                           ("pixel_size", "a positive number (mm)"), ("sdd", "a positive number (mm)")):
-            if not _is_number(d[key]):
+            if key in d and not _is_number(d[key]):
                 raise InputError(f"{source}: '{key}' must be {what}, got {_brief(d[key])}")
+        spacing = None
+        if "pixel_spacing" in d:
+            spacing = tuple(_json_array(d, "pixel_spacing", (2,), source))
+            if "pixel_size" in d and spacing != (float(d["pixel_size"]),) * 2:
+                raise InputError(f"{source}: 'pixel_size' {_brief(d['pixel_size'])} and 'pixel_spacing' "
+                                 f"{_brief(d['pixel_spacing'])} disagree")
         mirrored = d.get("mirrored", False)
         if not isinstance(mirrored, bool):
             raise InputError(f"{source}: 'mirrored' must be true or false, got {_brief(mirrored)}")
         m = _json_array(d, "camera_from_world", (4, 4), source)
         pp = None if d.get("principal_point") is None else _json_array(d, "principal_point", (2,), source)
         try:
-            return cls(rows=d["rows"], cols=d["cols"], pixel_size=d["pixel_size"], sdd=d["sdd"], camera_from_world=m,
-                       principal_point=pp, mirrored=mirrored)
+            pitch = {"pixel_size": d["pixel_size"]} if spacing is None else {"pixel_spacing": spacing}
+            return cls(rows=d["rows"], cols=d["cols"], sdd=d["sdd"], camera_from_world=m, principal_point=pp,
+                       mirrored=mirrored, **pitch)
         except ValueError as e:  # the constructor's checks (sizes, lengths, rotation)
             raise InputError(f"{source}: {e}") from None
 
@@ -340,7 +465,9 @@ class Camera:
 
     def __repr__(self) -> str:
         s = np.array2string(self.source, precision=2, separator=", ")
-        return (f"Camera(rows={self.rows}, cols={self.cols}, pixel_size={self.pixel_size:g}, "
+        pitch = (f"pixel_size={self.pixel_size:g}" if self.square_pixels else
+                 "pixel_spacing=({:g}, {:g})".format(*self.pixel_spacing))
+        return (f"Camera(rows={self.rows}, cols={self.cols}, {pitch}, "
                 f"sdd={self.sdd:g}, mirrored={self.mirrored}, source={s})")
 
 
@@ -423,7 +550,7 @@ def bin_image(image, factor: int) -> np.ndarray:
 
 
 def from_source_detector(*, source, detector_center, u_axis, v_axis, rows: int, cols: int,
-                         pixel_size: float) -> Camera:
+                         pixel_size) -> Camera:
     """A camera from a source point, a detector centre and the detector's in-plane axes.
 
     This is how calibrated systems and other simulators usually state geometry.
@@ -435,7 +562,9 @@ def from_source_detector(*, source, detector_center, u_axis, v_axis, rows: int, 
         for even sizes).
     u_axis, v_axis : (3,) world vectors along increasing columns and increasing rows
         (down the displayed image); normalised here, must be orthogonal.
-    rows, cols : int, pixel_size : float (mm)
+    rows, cols : int
+    pixel_size : float or (float, float)
+        Pixel pitch, mm: one number (square pixels) or ``(row pitch, column pitch)``.
 
     The source need not face the detector centre: an offset principal point follows.
     """
@@ -465,10 +594,24 @@ def from_source_detector(*, source, detector_center, u_axis, v_axis, rows: int, 
     m[:3, 3] = -r @ s
     sdd = abs(sdd_signed)
     foot = s + sdd * z
-    ps = float(pixel_size)
-    if not np.isfinite(ps) or ps <= 0:
-        raise ValueError(f"pixel_size must be a positive length in mm, got {pixel_size!r}")
-    cu = (cols - 1) / 2.0 + (foot - c) @ u / ps
-    cv = (rows - 1) / 2.0 + (foot - c) @ v / ps
-    return Camera(rows=rows, cols=cols, pixel_size=ps, sdd=sdd, camera_from_world=m,
+    row_mm, col_mm = spacing = as_pixel_spacing(pixel_size)
+    cu = (cols - 1) / 2.0 + (foot - c) @ u / col_mm
+    cv = (rows - 1) / 2.0 + (foot - c) @ v / row_mm
+    return Camera(rows=rows, cols=cols, pixel_spacing=spacing, sdd=sdd, camera_from_world=m,
                   principal_point=(cu, cv), mirrored=mirrored)
+
+
+def central_rays_meet(cameras) -> np.ndarray:
+    """(3,) the point closest (least squares) to all cameras' central rays (the lines from the source along the
+    principal axis); one camera: the point of its central ray closest to the world origin (mm)."""
+    a, b = np.zeros((3, 3)), np.zeros(3)
+    for c in cameras:
+        d = c.principal_axis
+        p = np.eye(3) - np.outer(d, d)
+        a += p
+        b += p @ c.source
+    if len(cameras) == 1:
+        c = cameras[0]
+        d = c.principal_axis
+        return c.source + d * float(d @ (0.0 - c.source))
+    return np.linalg.solve(a, b)

@@ -25,8 +25,16 @@ def carm_rotation(primary_deg: float, secondary_deg: float) -> np.ndarray:
     return axis_rotation("z", np.radians(primary_deg)) @ axis_rotation("x", np.radians(secondary_deg))
 
 
+def carm_angles(camera: Camera) -> tuple[float, float]:
+    """(primary, secondary) C-arm angles (degrees) whose detector direction is ``camera``'s principal axis: the
+    inverse of :func:`carm_rotation` on ``n = (-sin a cos b, cos a cos b, sin b)`` (the detector's roll about
+    the axis is not recovered)."""
+    d = camera.principal_axis  # source -> detector
+    return float(np.degrees(np.arctan2(-d[0], d[1]))), float(np.degrees(np.arcsin(np.clip(d[2], -1, 1))))
+
+
 def carm(*, primary: float = 0.0, secondary: float = 0.0, sid: float = 750.0, sdd: float = 1200.0,
-         isocenter=(0.0, 0.0, 0.0), rows: int = 512, cols: int = 512, pixel_size: float = 0.6) -> Camera:
+         isocenter=(0.0, 0.0, 0.0), rows: int = 512, cols: int = 512, pixel_size=0.6) -> Camera:
     """A C-arm camera from clinical angles.
 
     Parameters
@@ -43,8 +51,8 @@ def carm(*, primary: float = 0.0, secondary: float = 0.0, sid: float = 750.0, sd
         The point the central ray passes through (e.g. the centre of the CT).
     rows, cols : int
         Detector pixels.
-    pixel_size : float
-        Detector pixel pitch, mm.
+    pixel_size : float or (float, float)
+        Detector pixel pitch, mm: one number (square pixels) or ``(row pitch, column pitch)``.
 
     Returns
     -------

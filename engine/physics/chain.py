@@ -12,9 +12,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..geometry.camera import as_pixel_spacing, square_pitch
 from .attenuation import attenuation_table
 from .detector import BeerLambert, Detector
-from .scatter import ScatterModel
+from .scatter import ScatterModel, field_cm2
 from .spectrum import Spectrum
 
 
@@ -38,18 +39,19 @@ class PhysicsChain:
     detector : Detector
     scatter : ScatterModel or None
     output : "intensity" (I / I0) or "line_integral" (-ln of it)
-    pixel_size : detector pixel pitch (for the scatter kernels), mm
+    pixel_size : detector pixel pitch (for the scatter kernels), mm: one number (square pixels) or
+        ``(row pitch, column pitch)``; kept as :attr:`pixel_spacing` (row, column)
     """
 
     def __init__(self, materials, spectrum: Spectrum, *, detector: Detector | None = None,
-                 scatter: ScatterModel | None = None, output: str = "intensity", pixel_size: float = 1.0):
+                 scatter: ScatterModel | None = None, output: str = "intensity", pixel_size=1.0):
         if output not in ("intensity", "line_integral"):
             raise ValueError(f"output must be 'intensity' or 'line_integral', got {output!r}")
         self.bl = BeerLambert(materials, spectrum, detector)
         self.spectrum = spectrum
         self.scatter = scatter
         self.output = output
-        self.pixel_size = float(pixel_size)
+        self.pixel_spacing = as_pixel_spacing(pixel_size)
         e_eff = float(self.bl.w @ spectrum.energies_kev)  # detector-weighted mean energy
         mu = attenuation_table(list(self.bl.materials) + ["water"], [e_eff])[:, 0]
         self.water_equivalent = mu[:-1] / mu[-1]  # cm of water per g/cm^2 of each material
@@ -58,9 +60,14 @@ class PhysicsChain:
         """Water-equivalent thickness (cm) at the effective energy."""
         return np.tensordot(self.water_equivalent, np.asarray(paths, np.float64), axes=1)
 
+    @property
+    def pixel_size(self) -> float:
+        """The pitch of square pixels, mm (``ValueError`` for rectangular ones: see :attr:`pixel_spacing`)."""
+        return square_pitch(self.pixel_spacing, "pixel_size")
+
     def field_cm2(self, shape) -> float:
         """Detector field area (cm^2) of a (rows, cols) image, for the automatic SPR."""
-        return shape[0] * shape[1] * (self.pixel_size / 10.0) ** 2
+        return field_cm2(shape, self.pixel_spacing)
 
     def forward(self, paths, return_parts: bool = False, return_state: bool = False):
         """Noiseless image from (M, rows, cols) g/cm^2; with ``return_parts`` also a dict of
@@ -76,7 +83,7 @@ class PhysicsChain:
         if self.scatter is not None:
             w = self.water_cm(paths)
             spr = self.scatter.resolve_spr(self.spectrum.kvp, self.field_cm2(paths.shape[1:]), w)
-            scatter, sc_cache = self.scatter.forward(primary, w, self.pixel_size, spr)
+            scatter, sc_cache = self.scatter.forward(primary, w, self.pixel_spacing, spr)
             parts.update(scatter=scatter, water_cm=w, spr=spr)
         image = primary + scatter
         if self.output == "line_integral":

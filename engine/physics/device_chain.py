@@ -56,11 +56,12 @@ class DeviceChain:
     detector : Detector (default energy-integrating CsI 0.6 mm)
     scatter : ScatterModel or None
     output : "intensity" (I/I0) or "line_integral" (-ln I/I0)
-    pixel_size : detector pixel pitch, mm (scatter kernel widths, field size for the automatic SPR)
+    pixel_size : detector pixel pitch, mm (scatter kernel widths, field size for the automatic SPR): one number
+        (square pixels) or ``(row pitch, column pitch)``
     """
 
     def __init__(self, materials, spectrum: Spectrum, *, detector: Detector | None = None,
-                 scatter: ScatterModel | None = None, output: str = "intensity", pixel_size: float = 1.0):
+                 scatter: ScatterModel | None = None, output: str = "intensity", pixel_size=1.0):
         self.host = PhysicsChain(materials, spectrum, detector=detector, scatter=scatter, output=output,
                                  pixel_size=pixel_size)  # the tables (and validation) are the NumPy chain's
         self.materials = self.host.bl.materials
@@ -90,7 +91,7 @@ class DeviceChain:
         self.primary, self.water, self.scatter_image, self.clean, self.out = (
             ti.ndarray(ti.f32, (rows, cols)) for _ in range(5))
         if self.scatter is not None:
-            self._sc = DeviceScatter(self.scatter, (rows, cols), self.host.pixel_size, self.host.spectrum.kvp)
+            self._sc = DeviceScatter(self.scatter, (rows, cols), self.host.pixel_spacing, self.host.spectrum.kvp)
         else:  # placeholders for the detector kernel's scatter arguments
             z = np.zeros(1, np.float32)
             self._nosc = (self._upload(np.zeros((1, 1))), self._ti.ndarray(ti.i32, (1,)), self._upload(z),
@@ -204,7 +205,7 @@ class DeviceChain:
              "g_total": ti.ndarray(ti.f32, (rows, cols)), "gf_rows": ti.ndarray(ti.f32, (rows,)),
              "g_scalars": ti.ndarray(ti.f32, (3,)), "g_mass": ti.ndarray(ti.f32, (len(self.materials), rows, cols))}
         if self.scatter is not None:  # a scatter instance of its own: the forward's buffers stay as they were
-            sc = a["sc"] = DeviceScatter(self.scatter, (rows, cols), self.host.pixel_size, self.host.spectrum.kvp)
+            sc = a["sc"] = DeviceScatter(self.scatter, (rows, cols), self.host.pixel_spacing, self.host.spectrum.kvp)
             a["g_fc"] = ti.ndarray(ti.f32, sc.fc.shape)
             a["g_coarse"] = ti.ndarray(ti.f32, sc.coarse.shape)
         else:  # placeholders for the kernels' scatter arguments
@@ -253,7 +254,7 @@ class DeviceChain:
             fc, rj, rt, cj, ct, scalars = a["nosc"]
             dvjp.total_grad(g, a["primary"], fc, rj, rt, cj, ct, scalars, 0, line, a["g_total"], a["gf_rows"])
             dvjp.pixel_grad(state.mass, self._mu, self._w, self._water, a["primary"], a["water"], a["g_total"],
-                            a["g_coarse"], a["g_scalars"], a["centres"], 1.0, 1, 0.0, 0, a["g_mass"], m, 1)
+                            a["g_coarse"], a["g_scalars"], a["centres"], 1.0, 1, 1, 0.0, 0, a["g_mass"], m, 1)
         else:
             sc = a["sc"]
             sc.run(a["primary"], a["water"])
@@ -262,9 +263,9 @@ class DeviceChain:
             a["g_fc"].fill(0.0)
             dvjp.upsample_adjoint(a["g_total"], a["water"], *sc.up, sc.scalars, a["g_scalars"], sc.min_water_cm,
                                   a["g_fc"])
-            dvjp.convolve_each(a["g_fc"], sc.taps, sc.radii, sc.tmp, a["g_coarse"])
+            dvjp.convolve_each(a["g_fc"], *sc.taps, sc.tmp, a["g_coarse"])
             dvjp.pixel_grad(state.mass, self._mu, self._w, self._water, a["primary"], a["water"], a["g_total"],
-                            a["g_coarse"], a["g_scalars"], sc.centres, float(self.scatter.tau_cm), sc.f,
+                            a["g_coarse"], a["g_scalars"], sc.centres, float(self.scatter.tau_cm), *sc.f,
                             sc.min_water_cm, 1, a["g_mass"], m, sc.n_groups)
         return a["g_mass"].to_numpy() if host else a["g_mass"]
 

@@ -112,22 +112,24 @@ def upsample_adjoint(g_total: ti.types.ndarray(dtype=ti.f32, ndim=2), water: ti.
 
 
 @ti.kernel
-def convolve_each(g_fc: ti.types.ndarray(dtype=ti.f32, ndim=2), taps: ti.types.ndarray(dtype=ti.f32, ndim=2),
-                  radii: ti.types.ndarray(dtype=ti.i32, ndim=1), tmp: ti.types.ndarray(dtype=ti.f32, ndim=3),
+def convolve_each(g_fc: ti.types.ndarray(dtype=ti.f32, ndim=2), taps_c: ti.types.ndarray(dtype=ti.f32, ndim=2),
+                  radii_c: ti.types.ndarray(dtype=ti.i32, ndim=1), taps_r: ti.types.ndarray(dtype=ti.f32, ndim=2),
+                  radii_r: ti.types.ndarray(dtype=ti.i32, ndim=1), tmp: ti.types.ndarray(dtype=ti.f32, ndim=3),
                   out: ti.types.ndarray(dtype=ti.f32, ndim=3)):
-    """out[g] = G_g * g_fc for every group g (the adjoint of :func:`engine.physics.device_scatter.convolve`)."""
+    """out[g] = G_g * g_fc for every group g (the adjoint of :func:`engine.physics.device_scatter.convolve`; taps
+    along columns and along rows as there)."""
     ng, nr, nc = out.shape[0], out.shape[1], out.shape[2]
     for g, i, j in ti.ndrange(ng, nr, nc):
-        rad = radii[g]
+        rad = radii_c[g]
         s = ti.f32(0.0)
         for k in range(ti.max(-rad, -j), ti.min(rad, nc - 1 - j) + 1):
-            s += taps[g, k + rad] * g_fc[i, j + k]
+            s += taps_c[g, k + rad] * g_fc[i, j + k]
         tmp[g, i, j] = s
     for g, i, j in ti.ndrange(ng, nr, nc):
-        rad = radii[g]
+        rad = radii_r[g]
         s = ti.f32(0.0)
         for k in range(ti.max(-rad, -i), ti.min(rad, nr - 1 - i) + 1):
-            s += taps[g, k + rad] * tmp[g, i + k, j]
+            s += taps_r[g, k + rad] * tmp[g, i + k, j]
         out[g, i, j] = s
 
 
@@ -137,7 +139,7 @@ def pixel_grad(mass: ti.types.ndarray(dtype=ti.f32, ndim=3), mu: ti.types.ndarra
                primary: ti.types.ndarray(dtype=ti.f32, ndim=2), water: ti.types.ndarray(dtype=ti.f32, ndim=2),
                g_total: ti.types.ndarray(dtype=ti.f32, ndim=2), g_coarse: ti.types.ndarray(dtype=ti.f32, ndim=3),
                g_scalars: ti.types.ndarray(dtype=ti.f32, ndim=1), centres: ti.types.ndarray(dtype=ti.f32, ndim=1),
-               tau_cm: ti.f32, f: ti.i32, min_water_cm: ti.f32, has_scatter: ti.i32,
+               tau_cm: ti.f32, fr: ti.i32, fc: ti.i32, min_water_cm: ti.f32, has_scatter: ti.i32,
                g_mass: ti.types.ndarray(dtype=ti.f32, ndim=3), n_mat: ti.template(), n_groups: ti.template()):
     """g_mass (M, rows, cols) = d loss / d mass thickness (per g/cm^2) from g_total and the scatter adjoints."""
     rows, cols = primary.shape[0], primary.shape[1]
@@ -150,8 +152,8 @@ def pixel_grad(mass: ti.types.ndarray(dtype=ti.f32, ndim=3), mu: ti.types.ndarra
             if w >= min_water_cm:
                 gp += g_scalars[0]
                 gw += g_scalars[2]
-            br, bc = r // f, c // f
-            count = ti.f32((ti.min(rows, br * f + f) - br * f) * (ti.min(cols, bc * f + f) - bc * f))
+            br, bc = r // fr, c // fc
+            count = ti.f32((ti.min(rows, br * fr + fr) - br * fr) * (ti.min(cols, bc * fc + fc) - bc * fc))
             e = ti.exp(-w / tau_cm)
             a = w * e
             da = e * (1.0 - w / tau_cm)

@@ -1,12 +1,13 @@
 """Scatter by kernel superposition on the device, with the semantics of :class:`ScatterModel`.
 
-Per frame, on a coarse grid of ``f x f``-pixel blocks (``f = ScatterModel.block_factor``):
+Per frame, on a coarse grid of ``fr x fc``-pixel blocks (``ScatterModel.block_factors``: rows and columns per
+block, different for rectangular pixels):
 
 1. block means of ``P a(w) h_g(w)`` per thickness group g (``a(w) = w exp(-w / tau)``, ``h_g``
    the hat functions of the group centres), and block sums of P and w;
 2. per group a separable Gaussian convolution (the same normalised taps as the NumPy model,
-   radius ``ceil(3 sigma)``, zero padding: what ``fftconvolve(mode="same")`` computes), summed
-   over the groups into ``F_c``;
+   radius ``ceil(3 sigma)``, one set along rows and one along columns, zero padding: what
+   ``fftconvolve(mode="same")`` computes), summed over the groups into ``F_c``;
 3. the sums: ``sum(P)``, ``sum(F)`` (F interpolated at each pixel, summed per row) and
    ``mean(w)`` over the pixels behind the object (``w >= ScatterModel.object_cm``), then ``spr`` (fixed, or ``k * mean(w)`` as :func:`typical_spr`) and the scale
    ``c = spr sum(P) / sum(F)``, left on the device;
@@ -18,7 +19,8 @@ Sums run per coarse row, then over rows, in float32: no host round trip.
 import numpy as np
 
 from .. import backend
-from .scatter import ScatterModel, gaussian_1d, spr_per_water_cm, upsample_index
+from ..geometry.camera import as_pixel_spacing
+from .scatter import ScatterModel, field_cm2, gaussian_1d, spr_per_water_cm, upsample_index
 
 ti = backend.ti_module()
 
@@ -40,21 +42,22 @@ def hat(w, g, centres: ti.template()):
 
 @ti.kernel
 def block_means(primary: ti.types.ndarray(dtype=ti.f32, ndim=2), water: ti.types.ndarray(dtype=ti.f32, ndim=2),
-                centres: ti.types.ndarray(dtype=ti.f32, ndim=1), tau_cm: ti.f32, f: ti.i32, min_water_cm: ti.f32,
+                centres: ti.types.ndarray(dtype=ti.f32, ndim=1), tau_cm: ti.f32, fr: ti.i32, fc: ti.i32,
+                min_water_cm: ti.f32,
                 coarse: ti.types.ndarray(dtype=ti.f32, ndim=3), block_sums: ti.types.ndarray(dtype=ti.f32, ndim=3),
                 n_groups: ti.template()):
-    """coarse (G, nr, nc): block means of P a(w) h_g(w); block_sums (3, nr, nc): block sums of P, w and 1
-    over the pixels with w >= min_water_cm."""
+    """coarse (G, nr, nc): block means of P a(w) h_g(w) over blocks of fr x fc pixels; block_sums (3, nr, nc):
+    block sums of P, w and 1 over the pixels with w >= min_water_cm."""
     rows, cols = primary.shape[0], primary.shape[1]
     for br, bc in ti.ndrange(coarse.shape[1], coarse.shape[2]):
         acc = ti.Vector([0.0 for _ in ti.static(range(n_groups))], dt=ti.f32)
         sp = ti.f32(0.0)
         sw = ti.f32(0.0)
         sn = ti.f32(0.0)
-        r1 = ti.min(rows, br * f + f)
-        c1 = ti.min(cols, bc * f + f)
-        for r in range(br * f, r1):
-            for c in range(bc * f, c1):
+        r1 = ti.min(rows, br * fr + fr)
+        c1 = ti.min(cols, bc * fc + fc)
+        for r in range(br * fr, r1):
+            for c in range(bc * fc, c1):
                 p = primary[r, c]
                 w = water[r, c]
                 pa = p * w * ti.exp(-w / tau_cm)
@@ -64,7 +67,7 @@ def block_means(primary: ti.types.ndarray(dtype=ti.f32, ndim=2), water: ti.types
                     sp += p
                     sw += w
                     sn += 1.0
-        inv = 1.0 / ti.f32((r1 - br * f) * (c1 - bc * f))
+        inv = 1.0 / ti.f32((r1 - br * fr) * (c1 - bc * fc))
         for g in ti.static(range(n_groups)):
             coarse[g, br, bc] = acc[g] * inv
         block_sums[0, br, bc] = sp
@@ -73,24 +76,25 @@ def block_means(primary: ti.types.ndarray(dtype=ti.f32, ndim=2), water: ti.types
 
 
 @ti.kernel
-def convolve(coarse: ti.types.ndarray(dtype=ti.f32, ndim=3), taps: ti.types.ndarray(dtype=ti.f32, ndim=2),
-             radii: ti.types.ndarray(dtype=ti.i32, ndim=1), tmp: ti.types.ndarray(dtype=ti.f32, ndim=3),
+def convolve(coarse: ti.types.ndarray(dtype=ti.f32, ndim=3), taps_c: ti.types.ndarray(dtype=ti.f32, ndim=2),
+             radii_c: ti.types.ndarray(dtype=ti.i32, ndim=1), taps_r: ti.types.ndarray(dtype=ti.f32, ndim=2),
+             radii_r: ti.types.ndarray(dtype=ti.i32, ndim=1), tmp: ti.types.ndarray(dtype=ti.f32, ndim=3),
              out: ti.types.ndarray(dtype=ti.f32, ndim=2)):
-    """out = sum_g G_g * coarse[g] (2-D Gaussian, zero padding), done as rows then columns.
-    taps (G, K): group g's 1-D taps centred at index radii[g]."""
+    """out = sum_g G_g * coarse[g] (2-D Gaussian, zero padding), done along columns then along rows.
+    taps_c, taps_r (G, K): group g's 1-D taps along columns / rows, centred at index radii_c[g] / radii_r[g]."""
     ng, nr, nc = coarse.shape[0], coarse.shape[1], coarse.shape[2]
     for g, i, j in ti.ndrange(ng, nr, nc):  # along columns
-        rad = radii[g]
+        rad = radii_c[g]
         s = ti.f32(0.0)
         for k in range(ti.max(-rad, -j), ti.min(rad, nc - 1 - j) + 1):
-            s += taps[g, k + rad] * coarse[g, i, j + k]
+            s += taps_c[g, k + rad] * coarse[g, i, j + k]
         tmp[g, i, j] = s
     for i, j in ti.ndrange(nr, nc):  # along rows, summed over the groups
         s = ti.f32(0.0)
         for g in range(ng):
-            rad = radii[g]
+            rad = radii_r[g]
             for k in range(ti.max(-rad, -i), ti.min(rad, nr - 1 - i) + 1):
-                s += taps[g, k + rad] * tmp[g, i + k, j]
+                s += taps_r[g, k + rad] * tmp[g, i + k, j]
         out[i, j] = s
 
 
@@ -160,28 +164,29 @@ class DeviceScatter:
     ----------
     model : ScatterModel
     shape : (rows, cols) of the detector, pixels
-    pixel_size : detector pixel pitch, mm
+    pixel_spacing : detector pixel pitch, mm: one number or ``(row pitch, column pitch)``
     kvp : tube voltage (kV), for the automatic SPR
     """
 
-    def __init__(self, model: ScatterModel, shape, pixel_size: float, kvp: float):
+    def __init__(self, model: ScatterModel, shape, pixel_spacing, kvp: float):
         ti_ = backend.ti_module()
         rows, cols = shape
+        spacing = as_pixel_spacing(pixel_spacing, "pixel_spacing")
         self.model = model
-        self.f = f = model.block_factor(pixel_size)
-        nr, nc = -(-rows // f), -(-cols // f)
+        self.f = fr, fc = model.block_factors(spacing)  # pixels per block along rows, columns
+        nr, nc = -(-rows // fr), -(-cols // fc)
         g = len(model.group_centres_cm)
-        taps = [gaussian_1d(s) for s in model.sigmas_px(pixel_size * f)]
-        k = max(t.size for t in taps)
-        table = np.zeros((g, k), np.float32)
-        for i, t in enumerate(taps):
-            table[i, :t.size] = t
         self.n_groups = g
         self.centres = self._upload(ti_, np.asarray(model.group_centres_cm, np.float32))
-        self.taps = self._upload(ti_, table)
-        self.radii = self._upload(ti_, np.array([t.size // 2 for t in taps], np.int32))
+        self.taps = []  # (taps, radii) along columns, then along rows: the arguments of convolve
+        for mm in reversed(model.coarse_spacing(spacing)):
+            taps = [gaussian_1d(s) for s in model.sigmas_px(mm)]
+            table = np.zeros((g, max(t.size for t in taps)), np.float32)
+            for i, t in enumerate(taps):
+                table[i, :t.size] = t
+            self.taps += [self._upload(ti_, table), self._upload(ti_, np.array([t.size // 2 for t in taps], np.int32))]
         self.up = []  # (j, t) interpolation tables for rows and columns
-        for n in (rows, cols):
+        for n, f in ((rows, fr), (cols, fc)):
             j, t = upsample_index(n, f)
             self.up += [self._upload(ti_, j), self._upload(ti_, t.astype(np.float32))]
         self.min_water_cm = float(model.object_cm)  # pixels behind the object enter the SPR's sums
@@ -192,9 +197,8 @@ class DeviceScatter:
         self.row_sums = ti_.ndarray(ti_.f32, (3, nr))
         self.f_rows = ti_.ndarray(ti_.f32, (rows,))
         self.scalars = ti_.ndarray(ti_.f32, (5,))
-        field_cm2 = rows * cols * (pixel_size / 10.0) ** 2  # as PhysicsChain.field_cm2
         self.spr_fixed = 0.0 if model.spr is None else float(model.spr)
-        self.spr_slope = spr_per_water_cm(kvp, field_cm2, model.grid) if model.spr is None else 0.0
+        self.spr_slope = spr_per_water_cm(kvp, field_cm2(shape, spacing), model.grid) if model.spr is None else 0.0
         if model.spr is None and self.spr_slope <= 0:
             self.spr_fixed = 0.0  # typical_spr clips at 0
 
@@ -207,9 +211,9 @@ class DeviceScatter:
 
     def run(self, primary, water):
         """Fill the coarse scatter field and the scalars from the primary and water-thickness arrays."""
-        block_means(primary, water, self.centres, float(self.model.tau_cm), self.f, self.min_water_cm, self.coarse,
+        block_means(primary, water, self.centres, float(self.model.tau_cm), *self.f, self.min_water_cm, self.coarse,
                     self.block_sums, self.n_groups)
-        convolve(self.coarse, self.taps, self.radii, self.tmp, self.fc)
+        convolve(self.coarse, *self.taps, self.tmp, self.fc)
         scale_factor(water, self.block_sums, self.fc, *self.up, self.min_water_cm, self.f_rows, self.row_sums,
                      self.scalars, self.spr_fixed, self.spr_slope)
 

@@ -19,17 +19,19 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..geometry.camera import as_pixel_spacing
 from .detector import Detector
 from .spectrum import Spectrum
 
 
-def photons_per_pixel(spectrum: Spectrum, detector: Detector, *, mas: float, pixel_size: float,
-                      sdd_mm: float) -> float:
-    """Detected photons per pixel for the unattenuated beam."""
-    if mas <= 0 or pixel_size <= 0 or sdd_mm <= 0:
+def photons_per_pixel(spectrum: Spectrum, detector: Detector, *, mas: float, pixel_size, sdd_mm: float) -> float:
+    """Detected photons per pixel for the unattenuated beam: fluence times the pixel's area, ``pixel_size`` one
+    pitch (square pixels) or ``(row pitch, column pitch)``, mm."""
+    if mas <= 0 or np.any(np.asarray(pixel_size, np.float64) <= 0) or sdd_mm <= 0:
         raise ValueError("mAs, pixel size and sdd must be positive")
+    row_mm, col_mm = as_pixel_spacing(pixel_size)
     eta = detector.efficiency(spectrum.energies_kev)
-    return float((spectrum.fluence * eta).sum() * mas * pixel_size ** 2 * (1000.0 / sdd_mm) ** 2)
+    return float((spectrum.fluence * eta).sum() * mas * (row_mm * col_mm) * (1000.0 / sdd_mm) ** 2)
 
 
 def swank_factor(spectrum: Spectrum, detector: Detector) -> float:
@@ -60,7 +62,8 @@ class NoiseModel:
             raise ValueError("electronic_std must be >= 0")
 
     def quanta(self, spectrum, detector, pixel_size, sdd_mm) -> float:
-        """Effective quanta per pixel of the unattenuated beam (after the Swank factor)."""
+        """Effective quanta per pixel of the unattenuated beam (after the Swank factor); ``pixel_size`` one pitch
+        or ``(row pitch, column pitch)``, mm (with ``mas``, the dose per pixel grows with the pixel's area)."""
         n0 = self.photons if self.photons is not None else photons_per_pixel(
             spectrum, detector, mas=self.mas, pixel_size=pixel_size, sdd_mm=sdd_mm)
         return n0 * swank_factor(spectrum, detector)

@@ -27,6 +27,9 @@ Sun & Star-Lack (Phys. Med. Biol. 55, 2010), with these documented assumptions:
 * Scatter is smooth, so it is computed on a coarse grid of about ``grid_mm`` pitch
   (block means of the fine pixels), convolved there, and brought back to the
   detector pixels by linear interpolation.
+* Pixels may be rectangular (``pixel_spacing = (row pitch, column pitch)``, mm): block
+  factors and kernel widths in pixels are then taken per axis, so the kernels stay
+  round in millimetres on the detector.
 
 All operators are linear maps with explicit adjoints (block mean / its transpose,
 interpolation / its transpose, FFT convolution with a symmetric Gaussian, which is
@@ -39,6 +42,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.signal import fftconvolve
 
+from ..geometry.camera import as_pixel_spacing
+
 
 def typical_spr(kvp: float, field_cm2: float, water_cm: float, grid: bool = True) -> float:
     """A rough scatter-to-primary ratio (dimensionless).
@@ -49,6 +54,13 @@ def typical_spr(kvp: float, field_cm2: float, water_cm: float, grid: bool = True
     the fluoroscopy literature).  An engineering default, not a fit to measurements.
     """
     return float(max(spr_per_water_cm(kvp, field_cm2, grid) * water_cm, 0.0))
+
+
+def field_cm2(shape, pixel_spacing) -> float:
+    """Area (cm^2) of a (rows, cols) detector of ``pixel_spacing`` (row pitch, column pitch) mm, the field size of
+    the automatic SPR."""
+    row_mm, col_mm = pixel_spacing
+    return shape[0] * shape[1] * (row_mm / 10.0) * (col_mm / 10.0)
 
 
 def spr_per_water_cm(kvp: float, field_cm2: float, grid: bool = True) -> float:
@@ -103,9 +115,10 @@ def gaussian_1d(sigma_px: float) -> np.ndarray:
     return g / g.sum()
 
 
-def _gaussian_kernel(sigma_px: float) -> np.ndarray:
-    g = gaussian_1d(sigma_px)
-    return np.outer(g, g)
+def _gaussian_kernel(sigma_rows_px: float, sigma_cols_px: float) -> np.ndarray:
+    """The 2-D kernel (outer product of the 1-D taps along rows and along columns)."""
+    g = gaussian_1d(sigma_rows_px)
+    return np.outer(g, g if sigma_cols_px == sigma_rows_px else gaussian_1d(sigma_cols_px))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -144,20 +157,32 @@ class ScatterModel:
         return h, dh
 
     def sigmas_px(self, coarse_mm: float) -> list:
-        """Kernel width of each thickness group, in coarse-grid pixels."""
+        """Kernel width of each thickness group, in coarse-grid pixels of ``coarse_mm`` (along one axis)."""
         return [self.sigma0_mm * (1 + c / 20.0) / coarse_mm for c in self.group_centres_cm]
 
-    def _kernels(self, coarse_mm: float):
-        return [_gaussian_kernel(s) for s in self.sigmas_px(coarse_mm)]
+    def _kernels(self, coarse_spacing):
+        """The 2-D kernel of each thickness group on a coarse grid of ``(row, column)`` pitch (mm)."""
+        return [_gaussian_kernel(sr, sc) for sr, sc in zip(*(self.sigmas_px(mm) for mm in coarse_spacing))]
 
-    def block_factor(self, pixel_size: float) -> int:
-        """Detector pixels per coarse-grid cell along each axis."""
-        return max(1, int(self.grid_mm // pixel_size))
+    def block_factor(self, pitch_mm: float) -> int:
+        """Detector pixels per coarse-grid cell along an axis of pixel pitch ``pitch_mm``."""
+        return max(1, int(self.grid_mm // pitch_mm))
 
-    def _resampling(self, shape, pixel_size: float):
-        """Block factor and the (down, up) matrices for rows and columns."""
-        f = self.block_factor(pixel_size)
-        return f, [(_downsample_matrix(n, f), _upsample_matrix(n, f)) for n in shape]
+    def block_factors(self, pixel_spacing) -> tuple[int, int]:
+        """(rows, columns) of detector pixels per coarse-grid cell for ``pixel_spacing`` (one pitch or
+        ``(row pitch, column pitch)``, mm)."""
+        return tuple(self.block_factor(mm) for mm in as_pixel_spacing(pixel_spacing, "pixel_spacing"))
+
+    def coarse_spacing(self, pixel_spacing) -> tuple[float, float]:
+        """(row, column) pitch (mm) of the coarse grid for ``pixel_spacing``."""
+        spacing = as_pixel_spacing(pixel_spacing, "pixel_spacing")
+        return tuple(mm * f for mm, f in zip(spacing, self.block_factors(spacing)))
+
+    def _resampling(self, shape, pixel_spacing):
+        """The coarse grid's (row, column) pitch and the (down, up) matrices for rows and columns."""
+        factors = self.block_factors(pixel_spacing)
+        return self.coarse_spacing(pixel_spacing), [(_downsample_matrix(n, f), _upsample_matrix(n, f))
+                                                    for n, f in zip(shape, factors)]
 
     def resolve_spr(self, kvp: float, field_cm2: float, water_cm: np.ndarray) -> float:
         if self.spr is not None:
@@ -166,22 +191,23 @@ class ScatterModel:
         behind = w[w >= self.object_cm]
         return typical_spr(kvp, field_cm2, float(behind.mean()) if behind.size else 0.0, self.grid)
 
-    def forward(self, primary: np.ndarray, water_cm: np.ndarray, pixel_size: float, spr: float):
-        """Scatter image S (same units as ``primary``) and a cache for :meth:`vjp`."""
+    def forward(self, primary: np.ndarray, water_cm: np.ndarray, pixel_spacing, spr: float):
+        """Scatter image S (same units as ``primary``) and a cache for :meth:`vjp`; ``pixel_spacing`` the
+        detector's pitch (one number, or ``(row pitch, column pitch)``, mm)."""
         p = np.asarray(primary, np.float64)
         w = np.asarray(water_cm, np.float64)
         a = w * np.exp(-w / self.tau_cm)
         h, _ = self._groups(w)
-        fac, ((dr, ur), (dc, uc)) = self._resampling(p.shape, pixel_size)
+        coarse, ((dr, ur), (dc, uc)) = self._resampling(p.shape, pixel_spacing)
         fc = np.zeros((dr.shape[0], dc.shape[0]))
-        for g, k in enumerate(self._kernels(pixel_size * fac)):
+        for g, k in enumerate(self._kernels(coarse)):
             if h[g].any():
                 fc += fftconvolve(dr @ (p * a * h[g]) @ dc.T, k, mode="same")
         f = ur @ fc @ uc.T
         m = w >= self.object_cm  # behind the object (piecewise constant in w: no gradient)
         sp, sf = float(p[m].sum()), float(f[m].sum())
         c = spr * sp / sf if sf > 0 else 0.0
-        return c * f, (p, w, a, f, sp, sf, spr, pixel_size)
+        return c * f, (p, w, a, f, sp, sf, spr, pixel_spacing)
 
     def resolve_spr_vjp(self, kvp: float, field_cm2: float, water_cm: np.ndarray, grad_spr: float) -> np.ndarray:
         """d loss / d water_cm (per pixel, 1/cm) through :meth:`resolve_spr`, given d loss / d spr.
@@ -202,7 +228,7 @@ class ScatterModel:
         The third is the gradient with respect to the ``spr`` argument of :meth:`forward` (S is linear in it);
         chain it through :meth:`resolve_spr_vjp` when the SPR was resolved from the image.
         """
-        p, w, a, f, sp, sf, spr, pixel_size = cache
+        p, w, a, f, sp, sf, spr, pixel_spacing = cache
         gs = np.asarray(grad_s, np.float64)
         if sf <= 0:
             return np.zeros_like(p), np.zeros_like(w), 0.0
@@ -214,9 +240,9 @@ class ScatterModel:
         gw = np.zeros_like(w)
         h, dh = self._groups(w)
         da = np.exp(-w / self.tau_cm) * (1 - w / self.tau_cm)
-        fac, ((dr, ur), (dc, uc)) = self._resampling(p.shape, pixel_size)
+        coarse, ((dr, ur), (dc, uc)) = self._resampling(p.shape, pixel_spacing)
         gfc = ur.T @ gf @ uc
-        for g, k in enumerate(self._kernels(pixel_size * fac)):
+        for g, k in enumerate(self._kernels(coarse)):
             if h[g].any() or dh[g].any():
                 gq = dr.T @ fftconvolve(gfc, k, mode="same") @ dc  # symmetric kernel: its own adjoint
                 gp += gq * a * h[g]

@@ -112,7 +112,7 @@ class Registration:
         g/cm^2, and the map from d loss / d image to d loss / d paths."""
         if self.physics is None:
             return np.tensordot(self.weights, paths, axes=1), lambda g: self.weights[:, None, None] * g[None]
-        self.physics.pixel_size = cam.pixel_size  # the scatter kernels' pixel scale at this binning
+        self.physics.pixel_spacing = cam.pixel_spacing  # the scatter kernels' pixel scale at this binning
         img, state = self.physics.forward(paths, return_state=True)
         return img, lambda g: self.physics.vjp(state, g)
 

@@ -30,6 +30,7 @@ import numpy as np
 
 from .. import backend
 from ..geometry import Camera
+from ..geometry.rays import view_table
 from .march import (BLOCK, MAX_BRICKS, VULKAN_BUFFER_BYTES, brick_slices, march_kernel, n_bricks, planes_kernel,
                     planes_vjp_kernel, upload_kernel)
 from .materials import Volume
@@ -277,25 +278,12 @@ class VolumeProjector:
         return self._out
 
     def _view_params(self, cams) -> np.ndarray:
-        a = self._index_from_world
-        out = np.empty((len(cams), 4, 3), self.dtype)
-        for i, cam in enumerate(cams):
-            src, p00, du, dv = cam.pixel_grid()
-            out[i] = (a[:3, :3] @ src + a[:3, 3], a[:3, :3] @ p00 + a[:3, 3], a[:3, :3] @ du, a[:3, :3] @ dv)
-        return out
+        # the kernels' view table (engine.geometry.rays) in voxel-index coordinates
+        return view_table(cams, self._index_from_world).astype(self.dtype)
 
     def sees_volume(self, cam: Camera) -> bool:
-        """True when some part of the volume's box projects inside the detector."""
-        corners = self.volume.corners()
-        z = (corners - cam.source) @ cam.principal_axis
-        if np.all(z <= 0):
-            return False
-        # clip the box's corners to in front of the source: project the visible hull conservatively
-        uv = cam.project_points(corners[z > 0])
-        if np.any(z <= 0):  # box straddles the source plane: assume it may be seen
-            return True
-        lo, hi = uv.min(axis=0), uv.max(axis=0)
-        return bool(hi[0] >= -0.5 and lo[0] <= cam.cols - 0.5 and hi[1] >= -0.5 and lo[1] <= cam.rows - 0.5)
+        """True when some part of the volume's box may project inside the detector (:meth:`Camera.may_see`)."""
+        return cam.may_see(self.volume.corners())
 
     def _cameras(self, cameras) -> list:
         if self.closed:
@@ -469,7 +457,7 @@ class VolumeProjector:
         pose : bool
             Return ``"pose"``: (n, 6) per view, dL/d(delta, tau) for moving the volume rigidly in the world
             frame, ``x' = exp([delta]x) (x - c) + c + tau`` (delta radians, tau mm; the convention of
-            :mod:`engine.mesh.pose`), about ``center`` (default: the volume's centre).  Moving the volume by
+            :mod:`engine.geometry.transforms`), about ``center`` (default: the volume's centre).  Moving the volume by
             ``M`` is moving the camera by ``M^-1``.
         density : bool
             Return ``"density"``: (M, I, J, K), dL/d density per g/cm^3 (the back-projection of ``grad``:
