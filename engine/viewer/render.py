@@ -13,6 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..geometry import Camera
+from ..mesh.topology import edges
 
 # overview colours (RGB 0..1)
 BOX, MESH, SOURCE, DETECTOR, FRUSTUM = (0.55, 0.55, 0.6), (1.0, 0.75, 0.2), (1.0, 0.3, 0.3), (0.3, 0.8, 1.0), \
@@ -43,8 +44,7 @@ class SceneRenderer:
         self.mesh_edges = []
         for m, _ in meshes:
             if len(m.faces) <= 4000:
-                e = np.sort(np.concatenate([m.faces[:, [0, 1]], m.faces[:, [1, 2]], m.faces[:, [2, 0]]]), axis=1)
-                self.mesh_edges.append(m.vertices[np.unique(e, axis=0)])
+                self.mesh_edges.append(m.vertices[edges(m.faces)])
         self._sims = {}
         self.center = volume.center if volume is not None else self.mesh_points.mean(axis=0)
 
@@ -156,9 +156,8 @@ def overview(renderer: SceneRenderer, state, size: int) -> np.ndarray:
             for a, b in uv:
                 _draw_line(img, a, b, MESH)
     cam = state.camera(2)
-    corners = np.array([cam.detector_point(u, v) for u, v in ((-0.5, -0.5), (1.5, -0.5), (1.5, 1.5), (-0.5, 1.5))])
     src = view.project_points(cam.source[None])[0]
-    det = view.project_points(corners)
+    det = view.project_points(cam.detector_corners())
     for i in range(4):
         _draw_line(img, det[i], det[(i + 1) % 4], DETECTOR)
         _draw_line(img, src, det[i], FRUSTUM)
