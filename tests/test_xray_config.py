@@ -70,3 +70,16 @@ def test_mesh_scales_take_the_configs_pairs_or_a_dict():
     pairs = XrayConfig(mesh_densities={"titanium": 4.0}).mesh_densities
     assert mesh_scales(["titanium", "bone"], pairs) == mesh_scales(["titanium", "bone"], {"titanium": 4.0})
     assert mesh_scales(["titanium"], pairs) == [0.4]
+
+
+def test_the_entry_points_take_at_most_six_parameters_besides_their_config():
+    """Issue 18's rule: the physics settings live in the config object, not in loose keywords."""
+    import inspect
+
+    import engine
+    from engine.recon import Objective, reconstruct
+
+    for fn in (engine.simulate, engine.Simulator.__init__, reconstruct, Objective.__init__):
+        names = [p for p in inspect.signature(fn).parameters if p not in ("self", "config")]
+        assert len(names) <= 6, (fn.__qualname__, names)
+        assert "config" in inspect.signature(fn).parameters, fn.__qualname__
