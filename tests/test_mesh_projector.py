@@ -347,3 +347,30 @@ def test_device_finishing_equals_scipy_block_mean_then_gaussian_filter():
     field, shape = mp.render_field([cam, cam])
     assert shape == (2, 1, 23, 17)
     np.testing.assert_allclose(field.to_numpy()[:img.size].reshape(shape), want, atol=1e-11)
+
+
+def test_vertex_gradients_are_deterministic_on_the_cpu_and_agree_with_the_parallel_adjoint():
+    """Float atomics add in thread order: the parallel adjoint's last bits vary between calls.  On the CPU the
+    default adjoint adds in pixel order on one thread, so the same inputs give the same bits; it agrees with
+    the parallel one to float32 rounding.  A GPU backend refuses deterministic=True (one GPU thread)."""
+    from engine import backend
+
+    rng = np.random.default_rng(11)
+    base = icosphere(20.0, 3)
+    mesh = make_mesh(base.vertices * (1 + 0.05 * rng.standard_normal((len(base.vertices), 1))), base.faces)
+    cams = [carm(primary=a, sid=200, sdd=400, rows=96, cols=96, pixel_size=0.6) for a in (0, 70)]
+    if backend.current().arch != "cpu":
+        assert not MeshProjector(mesh, "bone").deterministic
+        with pytest.raises(ValueError, match="CPU backend only"):
+            MeshProjector(mesh, "bone", deterministic=True)
+        return
+    det, par = MeshProjector(mesh, "bone"), MeshProjector(mesh, "bone", deterministic=False)
+    assert det.deterministic and not par.deterministic
+    w = rng.standard_normal((2, 1, 96, 96))
+    runs = []
+    for _ in range(4):
+        _, state = det.forward(cams)
+        runs.append(det.vjp(state, w))
+    assert all(np.array_equal(runs[0], g) for g in runs[1:])
+    _, state = par.forward(cams)
+    np.testing.assert_allclose(par.vjp(state, w), runs[0], rtol=0, atol=1e-5 * np.abs(runs[0]).max())

@@ -175,8 +175,8 @@ def trace_kernel(bits: int, n_mat: int):
 
 
 @functools.lru_cache(maxsize=None)
-def adjoint_kernel(bits: int):
-    """The vertex-gradient adjoint for ``bits`` = 32 or 64, built once per process.
+def adjoint_kernel(bits: int, serialize: bool = False):
+    """The vertex-gradient adjoint for ``bits`` = 32 or 64, built once per process (and per ``serialize``).
 
     ``vertex_grad(verts, faces, face_mat, views, n_views, rows, cols, n_mat, max_hits, hit_tri, hit_n,
     grad_out, vgrad)`` adds, for every recorded hit of every pixel, ``grad_out[pixel, material of the face]``
@@ -189,6 +189,11 @@ def adjoint_kernel(bits: int):
     pixels hit the same face).  No integer atomics (see :mod:`engine.mesh.raster` on Vulkan/lavapipe);
     float32 atomics are native there, float64 ones Taichi emulates with a compare-and-swap loop, which
     ``tests/test_mesh_projector.py``'s float64 gradient checks exercise on Vulkan.
+
+    Float atomics add in whatever order the threads reach them, so the parallel adjoint's last bits vary from
+    run to run (about 1e-7 of the gradient in float32), and a long descent (a reconstruction) drifts apart.
+    ``serialize=True`` runs the pixel loop on one thread, in order: the same inputs give the same bits (the
+    CPU default, :class:`MeshProjector` ``deterministic``; about twice the parallel time on 2 cores).
     """
     ti = backend.ti_module()
     real = ti.f64 if bits == 64 else ti.f32
@@ -199,6 +204,7 @@ def adjoint_kernel(bits: int):
     def vertex_grad(verts: arr_r, faces: arr_i, face_mat: arr_i, views: arr_r, n_views: ti.i32, rows: ti.i32,
                     cols: ti.i32, n_mat: ti.i32, max_hits: ti.i32, hit_tri: arr_i, hit_n: arr_f, grad_out: arr_r,
                     vgrad: arr_r):
+        ti.loop_config(serialize=serialize)
         for vi, r, c in ti.ndrange(n_views, rows, cols):
             pix = (vi * rows + r) * cols + c
             nh = ti.min(ti.cast(hit_n[pix], ti.i32), max_hits)
@@ -276,6 +282,11 @@ class MeshProjector:
         run the same watertight test on the same rays, so they give the same image (up
         to the order of float additions); the rasteriser is faster unless triangles
         cover many pixels each (a few large triangles on a fine detector).
+    deterministic : bool, optional
+        Vertex gradients with the same bits for the same inputs, run after run: the adjoint adds in pixel
+        order on one thread instead of with parallel float atomics (:func:`adjoint_kernel`).  Default: on the
+        CPU backend (where it costs a few ms per call), not on a GPU; ``True`` on a GPU is refused (one GPU
+        thread would take seconds).
 
     Notes
     -----
@@ -285,7 +296,8 @@ class MeshProjector:
     """
 
     def __init__(self, meshes, materials, *, max_hits: int = 32, precision: int = 32, leaf_size: int = 4,
-                 soft_sigma_px: float = 0.0, supersample: int = 1, method: str = "raster"):
+                 soft_sigma_px: float = 0.0, supersample: int = 1, method: str = "raster",
+                 deterministic: bool | None = None):
         if method not in ("raster", "bvh"):
             raise ValueError(f"method must be 'raster' or 'bvh', got {method!r}")
         self.method = method
@@ -301,6 +313,11 @@ class MeshProjector:
         if not soft_sigma_px >= 0:
             raise ValueError(f"soft_sigma_px must be >= 0, got {soft_sigma_px}")
         ti = backend.ti_module()
+        on_cpu = backend.current().arch == "cpu"
+        if deterministic and not on_cpu:
+            raise ValueError(f"deterministic vertex gradients run the adjoint on one thread: CPU backend only "
+                             f"(this one is {backend.current().arch}); leave deterministic unset")
+        self.deterministic = on_cpu if deterministic is None else bool(deterministic)
         self._ti = ti
         self.precision = int(precision)
         self.real = ti.f64 if precision == 64 else ti.f32
@@ -330,7 +347,7 @@ class MeshProjector:
         bits = self.precision
         self._raster = raster_kernel(bits)
         self._trace = trace_kernel(bits, len(self.materials)) if method == "bvh" else None
-        self._adjoint = adjoint_kernel(bits)
+        self._adjoint = adjoint_kernel(bits, self.deterministic)
         self._zero, self._copy = _util_kernels()
         self._finisher = Finisher(self.supersample, self.soft_sigma_px, bits, mem)
         self.set_vertices(verts)
