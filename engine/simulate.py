@@ -6,7 +6,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .physics import PhysicsChain, Spectrum
-from .simulator import Simulator, camera_batch, mesh_scales, noise_model, resolve_spectrum, scatter_model
+from .geometry import camera_batch
+from .simulator import Simulator, mesh_scales, noise_model, resolve_spectrum, scatter_model
 from .volume import Volume, VolumeProjector
 from .xray_config import XrayConfig
 

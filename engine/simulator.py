@@ -29,23 +29,12 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import backend
-from .geometry import Camera
+from .geometry import Camera, camera_batch
 from .volume import Volume, VolumeProjector
 from .volume.projection_grad import ProjectionState
 from .xray_config import XrayConfig, mesh_scales, noise_model, resolve_spectrum, scatter_model
 
-__all__ = ["Simulator", "SimulatorState", "camera_batch", "mesh_scales", "noise_model", "resolve_spectrum"]  # helpers: xray_config
-
-
-def camera_batch(cameras) -> list:
-    """A Camera or a non-empty sequence of Cameras sharing the detector shape -> a list of Cameras (one for a
-    Camera): the batch every entry point renders, with a view axis even for one camera."""
-    cams = [cameras] if isinstance(cameras, Camera) else list(cameras)
-    if not cams or any(not isinstance(c, Camera) for c in cams):
-        raise TypeError("expected a Camera or a non-empty sequence of Cameras")
-    if any((c.rows, c.cols) != (cams[0].rows, cams[0].cols) for c in cams):
-        raise ValueError("all cameras of a batch must share the detector shape (rows, cols)")
-    return cams
+__all__ = ["Simulator", "SimulatorState", "mesh_scales", "noise_model", "resolve_spectrum"]  # helpers: xray_config
 
 
 @dataclass(frozen=True, eq=False)

@@ -188,3 +188,17 @@ def test_camera_helpers_depth_detector_corners_visibility_and_carm_angles():
         assert cam.may_see(np.stack([cam.source - cam.principal_axis, cam.source + cam.principal_axis]))  # straddles
         far = cam.detector_point(400.0, 15.0)  # beyond the detector's right edge, on its plane
         assert not cam.may_see(far + np.array([[0, 0, 0], [1.0, 1, 1]]))
+
+
+def test_camera_batch_is_the_one_check_of_every_renderer():
+    """A Camera or a sequence of them, sharing the detector shape; anything else is named."""
+    from engine.geometry import camera_batch
+
+    a = carm(rows=8, cols=6, pixel_size=1.0)
+    assert camera_batch(a) == [a] and camera_batch((a, a)) == [a, a]
+    with pytest.raises(ValueError, match="no cameras"):
+        camera_batch([])
+    with pytest.raises(TypeError, match="camera 1 is a str"):
+        camera_batch([a, "ap.json"])
+    with pytest.raises(ValueError, match="share the detector shape"):
+        camera_batch([a, carm(rows=8, cols=8, pixel_size=1.0)])

@@ -3,7 +3,7 @@
 
 World frame: the CT patient frame, RAS+, mm.  See :mod:`engine.geometry.camera`.
 """
-from .camera import Camera, bin_image, central_rays_meet, from_source_detector
+from .camera import Camera, bin_image, camera_batch, central_rays_meet, from_source_detector
 from .carm import carm, carm_angles, carm_rotation
 
-__all__ = ["Camera", "bin_image", "carm", "carm_angles", "carm_rotation", "central_rays_meet", "from_source_detector"]
+__all__ = ["Camera", "bin_image", "camera_batch", "carm", "carm_angles", "carm_rotation", "central_rays_meet", "from_source_detector"]

@@ -540,6 +540,21 @@ def _json_array(d: dict, key: str, shape: tuple, source: str) -> np.ndarray:
     return np.array(v, dtype=np.float64)
 
 
+def camera_batch(cameras) -> list:
+    """A Camera or a non-empty sequence of Cameras sharing the detector shape -> a list of Cameras (one for a
+    Camera): the batch every renderer takes, with a view axis even for one camera (docs/conventions.md,
+    "Return shapes").  TypeError for something that is not a Camera, ValueError for no camera or mixed shapes."""
+    cams = [cameras] if isinstance(cameras, Camera) else list(cameras)
+    if not cams:
+        raise ValueError("no cameras given")
+    for i, c in enumerate(cams):
+        if not isinstance(c, Camera):
+            raise TypeError(f"camera {i} is a {type(c).__name__}, not an engine.Camera")
+    if any((c.rows, c.cols) != (cams[0].rows, cams[0].cols) for c in cams):
+        raise ValueError("all cameras of a batch must share the detector shape (rows, cols)")
+    return cams
+
+
 def bin_image(image, factor: int) -> np.ndarray:
     """Mean of ``factor x factor`` pixel blocks over the last two axes (the image of :meth:`Camera.binned`)."""
     f = int(factor)

@@ -56,7 +56,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .. import backend
-from ..geometry import Camera
+from ..geometry import camera_batch
 from ..geometry.rays import view_table
 from .bvh import build_bvh
 from .bvh_device import DeviceArrays, DeviceBVH
@@ -482,12 +482,8 @@ class MeshProjector:
     def _render(self, cameras, record: bool):
         """Trace the rays and finish the image on the device (block mean, blur); returns (flat field, shape)."""
         self._check_open()
-        cams = [cameras] if isinstance(cameras, Camera) else list(cameras)
-        if not cams or any(not isinstance(c, Camera) for c in cams):
-            raise TypeError("expected a Camera or a non-empty sequence of Cameras")
+        cams = camera_batch(cameras)
         rows, cols = cams[0].rows, cams[0].cols
-        if any((c.rows, c.cols) != (rows, cols) for c in cams):
-            raise ValueError("all cameras of a batch must share the detector shape")
         ss = self.supersample
         if ss > 1:
             cams = [c.subdivided(ss) for c in cams]

@@ -19,7 +19,7 @@ import copy
 
 import numpy as np
 
-from ..geometry.camera import Camera, bin_image
+from ..geometry.camera import bin_image, camera_batch
 from ..mesh.finish import soft_blur
 from ..mesh.mesh import Mesh, make_mesh
 from ..mesh.projector import MeshProjector
@@ -32,21 +32,17 @@ from .shape_pose import Params, ShapePose
 
 def check_inputs(images, cameras):
     """``(images (n, rows, cols) float64, [Camera] * n)``, or a ValueError/TypeError naming what is wrong."""
-    cams = [cameras] if isinstance(cameras, Camera) else list(cameras)
+    cams = camera_batch(cameras)
     imgs = np.asarray(images, np.float64)
     if imgs.ndim == 2:
         imgs = imgs[None]
-    if imgs.ndim != 3 or len(imgs) != len(cams) or not cams:
+    if imgs.ndim != 3 or len(imgs) != len(cams):
         raise ValueError(f"need one image per camera: {len(cams)} cameras, images of shape {imgs.shape}")
     for i, (im, c) in enumerate(zip(imgs, cams)):
-        if not isinstance(c, Camera):
-            raise TypeError(f"camera {i} is not an engine.Camera")
         if im.shape != (c.rows, c.cols):
             raise ValueError(f"image {i} is {im.shape}, its camera's detector {c.rows}x{c.cols}")
         if not np.all(np.isfinite(im)):
             raise ValueError(f"image {i} contains NaN or inf")
-    if len({(c.rows, c.cols) for c in cams}) > 1:
-        raise ValueError("all views must share the detector shape")
     return imgs, cams
 
 

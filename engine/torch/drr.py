@@ -91,10 +91,10 @@ class CTDRR(torch.nn.Module):
 
     def __init__(self, projector, cameras, center=None):
         super().__init__()
-        from ..geometry import Camera
+        from ..geometry import camera_batch
 
         self.projector = projector
-        self.cameras = [cameras] if isinstance(cameras, Camera) else list(cameras)
+        self.cameras = camera_batch(cameras)
         self.center = projector.volume.center if center is None else np.asarray(center, np.float64)
 
     def forward(self, poses: torch.Tensor, density: torch.Tensor | None = None) -> torch.Tensor:

@@ -32,10 +32,10 @@ class MeshLengths(torch.nn.Module):
 
     def __init__(self, projector, cameras):
         super().__init__()
-        from ..geometry import Camera
+        from ..geometry import camera_batch
 
         self.projector = projector
-        self.cameras = [cameras] if isinstance(cameras, Camera) else list(cameras)
+        self.cameras = camera_batch(cameras)
 
     def forward(self, vertices: torch.Tensor) -> torch.Tensor:
         n = int(self.projector.vertex_offsets[-1])

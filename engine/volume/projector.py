@@ -29,7 +29,7 @@ import warnings
 import numpy as np
 
 from .. import backend
-from ..geometry import Camera
+from ..geometry import Camera, camera_batch
 from ..geometry.rays import view_table
 from .march import (BLOCK, MAX_BRICKS, VULKAN_BUFFER_BYTES, brick_slices, march_kernel, n_bricks, planes_kernel,
                     planes_vjp_kernel, upload_kernel)
@@ -288,15 +288,7 @@ class VolumeProjector:
     def _cameras(self, cameras) -> list:
         if self.closed:
             raise RuntimeError("this VolumeProjector is closed: its device memory was freed (make a new one)")
-        cams = [cameras] if isinstance(cameras, Camera) else list(cameras)
-        if not cams:
-            raise ValueError("no cameras given")
-        for c in cams:
-            if not isinstance(c, Camera):
-                raise TypeError(f"expected engine Camera, got {type(c).__name__}")
-        rows, cols = cams[0].rows, cams[0].cols
-        if any((c.rows, c.cols) != (rows, cols) for c in cams):
-            raise ValueError("all cameras of a batch must share the detector shape")
+        cams = camera_batch(cameras)
         for i, c in enumerate(cams):
             if not self.sees_volume(c):
                 warnings.warn(f"camera {i} sees none of the volume: its image is empty", RuntimeWarning,
@@ -359,7 +351,7 @@ class VolumeProjector:
         """Work and memory of rendering ``cameras`` (without rendering): ``rays``, ``samples`` (an upper bound
         of the ray samples), ``output_bytes`` (the (n, M, rows, cols) image, once on the device and once on the
         host)."""
-        cams = [cameras] if isinstance(cameras, Camera) else list(cameras)
+        cams = camera_batch(cameras)
         rays = sum(int(c.rows) * int(c.cols) for c in cams)
         item = np.dtype(self.dtype).itemsize
         return dict(rays=rays, samples=rays * self.samples_per_ray(),
