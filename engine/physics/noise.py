@@ -27,9 +27,9 @@ from .spectrum import Spectrum
 def photons_per_pixel(spectrum: Spectrum, detector: Detector, *, mas: float, pixel_size, sdd_mm: float) -> float:
     """Detected photons per pixel for the unattenuated beam: fluence times the pixel's area, ``pixel_size`` one
     pitch (square pixels) or ``(row pitch, column pitch)``, mm."""
-    if mas <= 0 or np.any(np.asarray(pixel_size, np.float64) <= 0) or sdd_mm <= 0:
-        raise ValueError("mAs, pixel size and sdd must be positive")
-    row_mm, col_mm = as_pixel_spacing(pixel_size)
+    if mas <= 0 or sdd_mm <= 0:
+        raise ValueError("mAs and sdd must be positive")
+    row_mm, col_mm = as_pixel_spacing(pixel_size)  # checks the pitch, naming pixel_size
     eta = detector.efficiency(spectrum.energies_kev)
     return float((spectrum.fluence * eta).sum() * mas * (row_mm * col_mm) * (1000.0 / sdd_mm) ** 2)
 
